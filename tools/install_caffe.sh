@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# Build stock BVLC Caffe (pycaffe for Python 3, Python layers on) for this project, and the project's .venv.
+#
+# Stages, one line each:
+#   1 system packages  (apt; only what is missing)
+#   2 python venv      (.venv with the pins of pyproject.toml)
+#   3 caffe source     (Debian's source package caffe=1.0.0+git20180821.99bd997-8 = BVLC commit 99bd997,
+#                       else ../shared/vendor/ or $CAFFE_ORIG_TARBALL; sha256 always checked)
+#   4 patches          (protobuf 3.21, OpenCV 4, numpy 2: three one-line fixes)
+#   5 build            (CMake, -j$(nproc), installed into a cache keyed by source, patches, Python, numpy, CPU/CUDA)
+#   6 link             (.venv imports caffe and the project; .venv/bin/caffe runs the CLI with Python layers)
+#
+# Usage: tools/install_caffe.sh [--cuda] [--configure-only] [--venv DIR] [--no-apt] [--no-venv]
+#   --cuda            CUDA build (cuDNN off: BVLC does not compile against cuDNN >= 8). Arches from $CUDA_ARCH_BIN
+#                     (default: Volta..Hopper that the installed nvcc supports) with PTX for the newest.
+#   --configure-only  stop after CMake configure (with --cuda: a check that the CUDA toolchain is usable).
+#   --compile-only    build but do not install or link (used to exercise the CUDA build on a machine without a GPU).
+#   --venv DIR        the virtual environment to build against and link into (default: .venv in the project).
+# Environment: SEGNET_CACHE (default ~/.cache/segnet-bvlc), CAFFE_ORIG_TARBALL, CUDA_ARCH_BIN, CUDA_ARCH_PTX.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CAFFE_DEB_VERSION="1.0.0+git20180821.99bd997-8"
+TARBALL_NAME="caffe_1.0.0+git20180821.99bd997.orig.tar.gz"
+TARBALL_SHA256="e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69d4147ad0c"
+# Bump when the patches or the CMake flags change: it is part of the cache key.
+PATCH_REV=1
+CACHE=${SEGNET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/segnet-bvlc}
+VENV=$ROOT/.venv
+CUDA=0
+CONFIGURE_ONLY=0
+COMPILE_ONLY=0
+DO_APT=1
+DO_VENV=1
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --cuda) CUDA=1 ;;
+        --configure-only) CONFIGURE_ONLY=1 ;;
+        --compile-only) COMPILE_ONLY=1 ;;
+        --venv) VENV=$(realpath -m "$2"); shift ;;
+        --no-apt) DO_APT=0 ;;
+        --no-venv) DO_VENV=0 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "install_caffe: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+STAGE=0
+stage() { STAGE=$((STAGE + 1)); printf '[setup %d/6] %s\n' "$STAGE" "$*"; }
+die() { printf 'install_caffe: FAILED at stage %d: %s\n' "$STAGE" "$*" >&2; exit 1; }
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# ---------------------------------------------------------------------------------------------- 1
+APT_PACKAGES="build-essential cmake pkg-config libboost-system-dev libboost-thread-dev libboost-filesystem-dev
+libboost-regex-dev libboost-python-dev libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgflags-dev
+libhdf5-dev liblmdb-dev libleveldb-dev libsnappy-dev libopenblas-dev libopencv-dev debian-archive-keyring"
+missing=""
+for p in $APT_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+    stage "system packages: all present"
+elif [ "$DO_APT" -eq 0 ]; then
+    stage "system packages: missing$missing (--no-apt given)"; die "install them first"
+else
+    stage "system packages: installing$missing"
+    $SUDO apt-get update -qq || die "apt-get update failed"
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null \
+        || die "apt-get install failed for:$missing"
+fi
+
+# ---------------------------------------------------------------------------------------------- 2
+PY=$VENV/bin/python
+if [ "$DO_VENV" -eq 1 ]; then
+    BASE_PY=${PYTHON:-python3}
+    [ -x "$PY" ] || "$BASE_PY" -m venv "$VENV" || die "could not create a venv at $VENV with $BASE_PY"
+    reqs=$("$PY" - "$ROOT/pyproject.toml" <<'EOF'
+import sys, tomllib
+p = tomllib.load(open(sys.argv[1], "rb"))["project"]
+print("\n".join(p["dependencies"] + p["optional-dependencies"]["test"]))
+EOF
+) || die "cannot read the pins in $ROOT/pyproject.toml"
+    stamp=$VENV/.segnet-deps-$(printf '%s' "$reqs" | sha256sum | cut -c1-16)
+    if [ -f "$stamp" ]; then
+        stage "python venv: $VENV up to date"
+    else
+        stage "python venv: installing pinned packages into $VENV"
+        printf '%s\n' "$reqs" > "$VENV/requirements.lock"
+        "$PY" -m pip install -q --disable-pip-version-check -r "$VENV/requirements.lock" > "$VENV/pip.log" 2>&1 \
+            || { grep -v '^WARNING: Location' "$VENV/pip.log" | tail -n 20 >&2; die "pip install failed (log: $VENV/pip.log)"; }
+        rm -f "$VENV"/.segnet-deps-*
+        touch "$stamp"
+    fi
+else
+    stage "python venv: skipped (--no-venv), building against $PY"
+fi
+[ -x "$PY" ] || die "no python at $PY"
+PYVER=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+NPVER=$("$PY" -c 'import numpy; print(numpy.__version__)') || die "numpy is not installed in $VENV"
+
+# ---------------------------------------------------------------------------------------------- 3
+FLAVOUR=cpu
+[ "$CUDA" -eq 1 ] && FLAVOUR=cuda
+KEY="bvlc-99bd997-${TARBALL_SHA256:0:12}-p${PATCH_REV}-py${PYVER}-np${NPVER}-${FLAVOUR}"
+PREFIX=$CACHE/$KEY
+mkdir -p "$CACHE"
+
+check_sha() { [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$TARBALL_SHA256" ]; }
+
+fetch_source() {
+    # A private apt configuration: one deb-src line for bullseye on the mirror the system already uses.
+    # The system's own sources are never touched.
+    local tmp mirror
+    tmp=$(mktemp -d)
+    mirror=$( { sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources
+                sed -n 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\{0,1\}\([^[:space:]]*\).*/\2/p' /etc/apt/sources.list
+              } 2>/dev/null | tr ' ' '\n' | grep -E '^https?://.*/debian/?$' | head -n1 || true)
+    mirror=${mirror:-http://deb.debian.org/debian}
+    mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/parts" "$tmp/dl"
+    echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${mirror%/} bullseye main" \
+        > "$tmp/sources.list"
+    local opts=(-o "Dir::Etc::SourceList=$tmp/sources.list" -o "Dir::Etc::SourceParts=$tmp/parts"
+                -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache=$tmp/cache" -o "APT::Sandbox::User=root")
+    if timeout 120 apt-get -qq "${opts[@]}" update >/dev/null 2>&1 &&
+       (cd "$tmp/dl" && timeout 300 apt-get -qq "${opts[@]}" source --download-only \
+            "caffe=$CAFFE_DEB_VERSION" >/dev/null 2>&1) &&
+       [ -f "$tmp/dl/$TARBALL_NAME" ]; then
+        mv "$tmp/dl/$TARBALL_NAME" "$1"
+        rm -rf "$tmp"
+        return 0
+    fi
+    rm -rf "$tmp"
+    return 1
+}
+
+if [ -f "$PREFIX/.complete" ] && [ "$CONFIGURE_ONLY" -eq 0 ] && [ "$COMPILE_ONLY" -eq 0 ]; then
+    stage "caffe source: cached build $KEY"
+    stage "patches: already applied in the cached build"
+    stage "build: reusing $PREFIX"
+else
+    TARBALL=$CACHE/$TARBALL_NAME
+    if [ -f "$TARBALL" ] && check_sha "$TARBALL"; then
+        stage "caffe source: $TARBALL (sha256 ok)"
+    else
+        rm -f "$TARBALL"
+        src=""
+        if [ -n "${CAFFE_ORIG_TARBALL:-}" ]; then
+            [ -f "$CAFFE_ORIG_TARBALL" ] || { stage "caffe source"; die "CAFFE_ORIG_TARBALL=$CAFFE_ORIG_TARBALL does not exist"; }
+            check_sha "$CAFFE_ORIG_TARBALL" || { stage "caffe source"; die "$CAFFE_ORIG_TARBALL: sha256 is not $TARBALL_SHA256; refusing it"; }
+            cp "$CAFFE_ORIG_TARBALL" "$TARBALL.part" && mv "$TARBALL.part" "$TARBALL"
+            src="CAFFE_ORIG_TARBALL=$CAFFE_ORIG_TARBALL"
+        elif fetch_source "$TARBALL.part"; then
+            src="Debian source package caffe=$CAFFE_DEB_VERSION"
+            check_sha "$TARBALL.part" || { rm -f "$TARBALL.part"; stage "caffe source"; die "the Debian tarball's sha256 is not $TARBALL_SHA256; refusing it"; }
+            mv "$TARBALL.part" "$TARBALL"
+        else
+            vendor=$ROOT/../shared/vendor/$TARBALL_NAME
+            [ -f "$vendor" ] || { stage "caffe source"; die "Debian's source package could not be fetched and there is no $vendor; set CAFFE_ORIG_TARBALL to a copy of $TARBALL_NAME"; }
+            check_sha "$vendor" || { stage "caffe source"; die "$vendor: sha256 is not $TARBALL_SHA256; refusing it"; }
+            cp "$vendor" "$TARBALL.part" && mv "$TARBALL.part" "$TARBALL"
+            src="$vendor (Debian's source package was not reachable)"
+        fi
+        stage "caffe source: $src (sha256 ok)"
+    fi
+
+    # ------------------------------------------------------------------------------------------ 4
+    BUILD=$CACHE/build-$KEY
+    rm -rf "$BUILD"
+    mkdir -p "$BUILD"
+    SRC=$BUILD/src
+    mkdir -p "$SRC"
+    tar -xzf "$TARBALL" -C "$SRC" || die "cannot unpack $TARBALL"
+    # Debian's orig tarball has the tree at its top level; a GitHub archive has one folder.
+    [ -f "$SRC/CMakeLists.txt" ] || SRC=$(find "$SRC" -mindepth 1 -maxdepth 1 -type d | head -n1)
+    patch_line() {  # file, sed expression, the text that must be present before
+        grep -q -- "$3" "$SRC/$1" || die "patch target '$3' not found in $1 (unexpected source tree)"
+        sed -i "$2" "$SRC/$1"
+        ! grep -q -- "$3" "$SRC/$1" || die "patch of $1 did not apply"
+    }
+    # 1. protobuf >= 3.21 dropped the two-argument SetTotalBytesLimit; behaviour is unchanged.
+    patch_line src/caffe/util/io.cpp 's/SetTotalBytesLimit(kProtoReadBytesLimit, 536870912)/SetTotalBytesLimit(kProtoReadBytesLimit)/' \
+        'SetTotalBytesLimit(kProtoReadBytesLimit, 536870912)'
+    # 2. OpenCV 4 removed the C constants.
+    for f in src/caffe/util/io.cpp src/caffe/layers/window_data_layer.cpp; do
+        patch_line "$f" 's/CV_LOAD_IMAGE_COLOR/cv::IMREAD_COLOR/g; s/CV_LOAD_IMAGE_GRAYSCALE/cv::IMREAD_GRAYSCALE/g' \
+            'CV_LOAD_IMAGE_'
+    done
+    # 3. numpy 2 removed tostring/fromstring on bytes.
+    patch_line python/caffe/io.py 's/\.tostring()/.tobytes()/g; s/np\.fromstring(/np.frombuffer(/g' '\.tostring()'
+    stage "patches: protobuf 3.21, OpenCV 4, numpy 2 applied (rev $PATCH_REV)"
+
+    # ------------------------------------------------------------------------------------------ 5
+    PYINC=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+    PYLIB=$("$PY" -c 'import sysconfig, os; print(os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")))')
+    [ -f "$PYLIB" ] || die "Python was not built with a shared libpython ($PYLIB missing); Caffe's embedded interpreter needs it"
+    CMAKE_FLAGS=(-DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$PREFIX" -DUSE_NCCL=OFF
+        -DBUILD_python=ON -DBUILD_python_layer=ON -Dpython_version=3 -DPYTHON_EXECUTABLE="$PY"
+        -DPYTHON_INCLUDE_DIR="$PYINC" -DPYTHON_LIBRARY="$PYLIB" -DBLAS=Open -DUSE_OPENCV=ON
+        -DUSE_LEVELDB=ON -DUSE_LMDB=ON -DUSE_HDF5=ON -DBUILD_docs=OFF -DBUILD_matlab=OFF)
+    if [ "$CUDA" -eq 1 ]; then
+        NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+        [ -x "$NVCC" ] || die "--cuda: no nvcc found (install the CUDA toolkit or put nvcc on PATH)"
+        CUDA_MAJOR=$("$NVCC" --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
+        # CUDA 13 dropped Volta (sm_70); keep every arch from Volta to Hopper that this nvcc still has.
+        if [ -z "${CUDA_ARCH_BIN:-}" ]; then
+            if [ "${CUDA_MAJOR:-0}" -ge 13 ]; then CUDA_ARCH_BIN="75 80 86 89 90"; else CUDA_ARCH_BIN="70 75 80 86 89 90"; fi
+        fi
+        CMAKE_FLAGS+=(-DCPU_ONLY=OFF -DUSE_CUDNN=OFF -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN="$CUDA_ARCH_BIN"
+            -DCUDA_ARCH_PTX="${CUDA_ARCH_PTX:-90}" -DCUDA_TOOLKIT_ROOT_DIR="$(dirname "$(dirname "$NVCC")")")
+    else
+        CMAKE_FLAGS+=(-DCPU_ONLY=ON)
+    fi
+    mkdir -p "$BUILD/build"
+    (cd "$BUILD/build" && cmake "${CMAKE_FLAGS[@]}" "$SRC" > "$BUILD/cmake.log" 2>&1) \
+        || { tail -n 30 "$BUILD/cmake.log" >&2; die "CMake configure failed (log: $BUILD/cmake.log)"; }
+    if [ "$CONFIGURE_ONLY" -eq 1 ]; then
+        stage "build: configured $FLAVOUR build in $BUILD/build (--configure-only; not compiled)"
+        exit 0
+    fi
+    JOBS=$(nproc)
+    start=$(date +%s)
+    echo "[setup 5/6] build: compiling BVLC Caffe ($FLAVOUR, -j$JOBS; about 4 min on 2 cores) ..."
+    (cd "$BUILD/build" && make -j"$JOBS" > "$BUILD/make.log" 2>&1) \
+        || { grep -m5 -B2 -A5 -E 'error|Error' "$BUILD/make.log" >&2 || tail -n 30 "$BUILD/make.log" >&2
+             die "compilation failed (log: $BUILD/make.log)"; }
+    if [ "$COMPILE_ONLY" -eq 1 ]; then
+        stage "build: compiled $FLAVOUR build in $BUILD/build in $(( $(date +%s) - start )) s (--compile-only; not installed)"
+        exit 0
+    fi
+    # The prefix cannot be moved afterwards (absolute RUNPATHs), so it is installed in place and marked
+    # complete only at the end; an unmarked prefix is a failed install and is rebuilt.
+    rm -rf "$PREFIX"
+    (cd "$BUILD/build" && make install > "$BUILD/install.log" 2>&1) || die "make install failed (log: $BUILD/install.log)"
+    echo "$KEY" > "$PREFIX/.complete"
+    rm -rf "$BUILD"
+    stage "build: BVLC Caffe $FLAVOUR built in $(( $(date +%s) - start )) s, installed in $PREFIX"
+fi
+
+# ---------------------------------------------------------------------------------------------- 6
+SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+# pycaffe and the project root (for `layers.*` Python layers, `prototxt`, `tools`) on the venv's path.
+printf '%s\n%s\n' "$PREFIX/python" "$ROOT" > "$SITE/segnet_bvlc.pth"
+# The caffe binary embeds the pyenv interpreter, which does not know the venv: give it the venv's paths.
+cat > "$VENV/bin/caffe" <<EOF
+#!/bin/sh
+# Generated by tools/install_caffe.sh: BVLC Caffe's CLI with pycaffe, the project and the venv importable.
+PYTHONPATH="$PREFIX/python:$ROOT:$SITE\${PYTHONPATH:+:\$PYTHONPATH}" exec "$PREFIX/bin/caffe" "\$@"
+EOF
+chmod +x "$VENV/bin/caffe"
+echo "$PREFIX" > "$VENV/.caffe-prefix"
+"$PY" -c 'import caffe, layers' 2>/dev/null || die "'import caffe' fails in $VENV: run '$PY -c \"import caffe\"' to see why"
+stage "link: $VENV/bin/python imports caffe; $VENV/bin/caffe ready ($FLAVOUR, $KEY)"
