@@ -1,0 +1,96 @@
+"""Small shared pieces of the command-line tools: errors, atomic writes, prototxt I/O, provenance."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fail(tool: str, message: str, code: int = 2):
+    """The one-line reason every tool gives for bad input, then a non-zero exit."""
+    print(f"{tool}: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """A temporary path next to `path`, renamed onto it only if the block succeeds (else removed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path | str, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def load_net_param(path: Path | str):
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+
+    param = caffe_pb2.NetParameter()
+    try:
+        text_format.Merge(Path(path).read_text(), param)
+    except (OSError, text_format.ParseError) as e:
+        raise ValueError(f"{path}: not a readable Caffe prototxt ({e})") from None
+    return param
+
+
+def caffe_prefix() -> Path | None:
+    marker = ROOT / ".venv" / ".caffe-prefix"
+    return Path(marker.read_text().strip()) if marker.is_file() else None
+
+
+def provenance() -> dict:
+    """Everything needed to say which code, Caffe and packages produced a result."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    packages = {}
+    for name in ("numpy", "scipy", "scikit-image", "protobuf", "lmdb", "opencv-python-headless", "torch"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    prefix = caffe_prefix()
+    return {
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain")),
+        "caffe": {"build": prefix.name if prefix else None, "prefix": str(prefix) if prefix else None,
+                  "source": "BVLC caffe 99bd997 (Debian caffe_1.0.0+git20180821.99bd997.orig.tar.gz)"},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "packages": packages,
+        "env": {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE")
+                if k in os.environ},
+    }
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
