@@ -1,0 +1,348 @@
+"""tools.convert_weights on caffemodels in caffe-segnet's wire format, against an independent PyTorch forward.
+
+The released weights cannot be downloaded any more (caffe_semantics.md §1.6), so tests/forkproto.py writes files
+the way caffe-segnet does (BN blobs 1xCx1x1, `upsample_param` at field 137, `dense_image_data_param` at 138, the
+weighted loss's fields 3 and 4) with random weights. Each is converted, run in BVLC Caffe (our deploy net with
+the Python Upsample layer) on a real CamVid image, and compared with PyTorch running caffe-segnet's inference
+semantics on the same numbers: BN in INFERENCE mode is `scale*x + shift` (§1.3), max pooling rounds up
+(ceil_mode=True) and unpooling scatters to the pre-pool size (§3.2).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import caffe
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from caffe import layers as L
+from caffe.proto import caffe_pb2
+
+from tests import forkproto
+from tests.conftest import ROOT, net_from_spec
+from tools import convert_weights as cw
+from tools.camvid import read_list
+
+# Largest |Caffe - PyTorch| allowed, relative to the largest |score|: float32 convolutions summed in another
+# order differ by a few ulps per layer; a wrong mapping (a transposed kernel, a BN on the wrong layer, a
+# shifted unpooling index) changes scores by O(1).
+RTOL_SCORES = 1e-4
+ATOL_PROB = 1e-4
+MEASURED: dict[str, dict[str, float]] = {}
+
+
+@pytest.fixture(scope="module")
+def image(camvid_dir):
+    """A real CamVid test image as DenseImageData delivers it: BGR, 0-255, no mean (§1.4)."""
+    path = read_list(camvid_dir, "test")[0][0]
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert bgr is not None, path
+    return bgr
+
+
+def as_input(bgr: np.ndarray, height: int, width: int) -> np.ndarray:
+    small = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
+    return small.transpose(2, 0, 1)[None].astype(np.float32)
+
+
+# --- the independent forward: caffe-segnet's inference semantics in PyTorch ------------------------------
+def _conv(x, weights, pad):
+    w = torch.from_numpy(weights[0])
+    b = torch.from_numpy(weights[1]) if len(weights) > 1 else None
+    return F.conv2d(x, w, b, padding=pad)
+
+
+def _bn(x, blobs):
+    scale, shift = (torch.from_numpy(b.reshape(1, -1, 1, 1)) for b in blobs)  # bn_mode INFERENCE: an affine
+    return x * scale + shift
+
+
+# Two float32 implementations that sum convolutions in different orders pick different maxima in pooling
+# windows whose two largest values are closer than their rounding error (at 360x480, about 4 windows per
+# million: measured 12 of 2.76 M at pool1 of SegNet-Basic, and none when both pool the same input). Such a
+# window has no right answer, and one flipped index moves a value in the unpooled map. So wherever the top two
+# of a window are within TIE of each other, the reference takes Caffe's choice (checked to be one of them)
+# and counts it; everywhere else (all-zero windows included) it pools on its own.
+TIE = 1e-5
+
+
+def tie_aware_pool(h: torch.Tensor, caffe_mask: np.ndarray | None, stats: dict):
+    """max_pool2d(2, 2, ceil_mode=True, return_indices=True), resolving near-ties as Caffe did."""
+    pooled, idx = F.max_pool2d(h, 2, 2, ceil_mode=True, return_indices=True)
+    if caffe_mask is None:
+        return pooled, idx
+    n, c, height, width = h.shape
+    ph, pw = pooled.shape[-2:]
+    padded = F.pad(h, (0, 2 * pw - width, 0, 2 * ph - height), value=float("-inf"))
+    windows = padded.reshape(n, c, ph, 2, pw, 2).permute(0, 1, 2, 4, 3, 5).reshape(n, c, ph, pw, 4)
+    top2 = windows.topk(2, dim=-1).values
+    gap = top2[..., 0] - top2[..., 1]
+    # All-zero windows (after ReLU) stay the reference's own: both must take the first maximum. Nonzero exact
+    # ties count as near: uniform image regions (saturated sky) give equal sums in one implementation and
+    # sums one rounding apart in the other.
+    near = (gap <= TIE * max(float(h.abs().max()), 1.0)) & (top2[..., 0] != 0)
+    mask = torch.from_numpy(caffe_mask.astype(np.int64))
+    chosen = torch.where(near, mask, idx)
+    flat = h.reshape(n, c, -1)
+    values = flat.gather(2, chosen.reshape(n, c, -1)).reshape(pooled.shape)
+    assert torch.all(pooled - values <= TIE * max(float(h.abs().max()), 1.0)), "Caffe chose a non-maximum"
+    stats["near_ties"] = stats.get("near_ties", 0) + int(near.sum())
+    stats["resolved_as_caffe"] = stats.get("resolved_as_caffe", 0) + int((near & (mask != idx)).sum())
+    return values, chosen
+
+
+def torch_segnet_basic(x: np.ndarray, w, classifier="dense_softmax_inner_prod", masks=None, stats=None):
+    # caffe LRN (ACROSS_CHANNELS): x / (1 + alpha/size * sum x^2)^beta; torch's alpha is also divided by size
+    h = F.local_response_norm(torch.from_numpy(x), size=5, alpha=1e-4, beta=0.75, k=1.0)
+    indices, sizes = {}, {}
+    for i in (1, 2, 3, 4):
+        h = F.relu(_bn(_conv(h, w[f"conv{i}"], 3), w[f"conv{i}_bn"]))
+        sizes[i] = h.shape[-2:]
+        h, indices[i] = tie_aware_pool(h, masks[f"pool{i}_mask"] if masks else None,
+                                         stats if stats is not None else {})
+    for i in (4, 3, 2, 1):
+        h = F.max_unpool2d(h, indices[i], 2, 2, output_size=sizes[i])
+        h = _bn(_conv(h, w[f"conv_decode{i}"], 3), w[f"conv_decode{i}_bn"])  # no ReLU in SegNet-Basic's decoder
+    score = _conv(h, w[classifier], 0)
+    return score.numpy(), F.softmax(score, dim=1).numpy()
+
+
+def torch_segnet(x: np.ndarray, w, masks=None, stats=None):
+    h = torch.from_numpy(x)
+    indices, sizes = {}, {}
+    for stage, convs in forkproto.SEGNET_ENCODER:
+        for name, _ in convs:
+            h = F.relu(_bn(_conv(h, w[name], 1), w[name + "_bn"]))
+        sizes[stage] = h.shape[-2:]
+        h, indices[stage] = tie_aware_pool(h, masks[f"pool{stage}_mask"] if masks else None,
+                                           stats if stats is not None else {})
+    for stage, convs in forkproto.SEGNET_DECODER:
+        h = F.max_unpool2d(h, indices[stage], 2, 2, output_size=sizes[stage])
+        for name, cout in convs:
+            h = _conv(h, w[name], 1)
+            if cout is not None:  # conv1_1_D, the classifier, has neither BN nor ReLU
+                h = F.relu(_bn(h, w[name + "_bn"]))
+    return h.numpy(), F.softmax(h, dim=1).numpy()
+
+
+def run_converted(out, x: np.ndarray, score_blob: str):
+    """Caffe's scores and prob, and its pooling masks (for the reference's near-tie windows only)."""
+    net = caffe.Net(str(out.with_suffix(".prototxt")), caffe.TEST, weights=str(out))
+    net.blobs["data"].data[...] = x
+    net.forward()
+    masks = {name: blob.data.copy() for name, blob in net.blobs.items() if name.endswith("_mask")}
+    return net.blobs[score_blob].data.copy(), net.blobs["prob"].data.copy(), masks
+
+
+def compare(key: str, caffe_out, reference, *args):
+    c_score, c_prob, masks = caffe_out
+    stats: dict = {}
+    with torch.no_grad():
+        t_score, t_prob = reference(*args, masks=masks, stats=stats)
+    assert c_score.shape == t_score.shape
+    d_score = float(np.abs(c_score - t_score).max())
+    d_prob = float(np.abs(c_prob - t_prob).max())
+    scale = float(np.abs(t_score).max())
+    MEASURED[key] = {"max_abs_diff_scores": d_score, "max_abs_diff_prob": d_prob, "max_abs_score": scale,
+                     "near_tie_windows": stats["near_ties"], "taken_from_caffe": stats["resolved_as_caffe"]}
+    print(f"\n{key}: max |diff| scores {d_score:.3g} (max |score| {scale:.3g}), prob {d_prob:.3g}, "
+          f"{stats['resolved_as_caffe']} of {stats['near_ties']} near-tie pooling windows taken from Caffe")
+    assert d_score <= RTOL_SCORES * scale, MEASURED[key]
+    assert d_prob <= ATOL_PROB, MEASURED[key]
+    # the argmax (the segmentation) is the same wherever the top two scores are not within the tolerance
+    top2 = np.sort(t_score, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 2 * RTOL_SCORES * scale
+    assert np.array_equal(c_score.argmax(1)[clear], t_score.argmax(1)[clear])
+
+
+# --- the fork files themselves -------------------------------------------------------------------------
+def test_fork_file_reads_in_bvlc_as_a_real_one_does():
+    """BVLC's caffe_pb2 mis-reads the fork's fields exactly as caffe_semantics.md §2.1 records."""
+    data, _ = forkproto.segnet_basic()
+    net = caffe_pb2.NetParameter()
+    net.ParseFromString(data)
+    by_name = {lay.name: lay for lay in net.layer}
+    assert by_name["data"].tile_param.tiles == 4  # dense_image_data_param.batch_size
+    assert by_name["upsample4"].embed_param.num_output == 2  # upsample_param.scale
+    assert by_name["loss"].loss_param.normalization == caffe_pb2.LossParameter.VALID  # weight_by_label_freqs
+    assert by_name["loss"].loss_param.ignore_label == 11
+    assert [tuple(b.shape.dim) for b in by_name["conv1_bn"].blobs] == [(1, 64, 1, 1)] * 2
+
+
+def test_batchnorm_identity_is_exact():
+    """Our BatchNorm with the converter's blobs returns its input bit for bit (var + eps == 1 in float32)."""
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[2, 7, 5, 3]))
+    n.bn = L.BatchNorm(n.data, batch_norm_param=dict(use_global_stats=True))
+    net = net_from_spec(n)
+    for dst, value in zip(net.params["bn"], cw.batchnorm_identity(7, 1e-5)):
+        dst.data[...] = value
+    x = np.random.default_rng(0).standard_normal((2, 7, 5, 3)).astype(np.float32) * 100
+    net.blobs["data"].data[...] = x
+    net.forward()
+    assert np.array_equal(net.blobs["bn"].data, x)
+
+
+# --- conversions compared with PyTorch -------------------------------------------------------------------
+@pytest.mark.parametrize("fold_bn", [False, True], ids=["bn-scale", "fold-bn"])
+def test_segnet_basic_release_matches_pytorch(tmp_path, image, fold_bn):
+    """SegNet-Basic as released (conv biases, classifier `dense_softmax_inner_prod`), 45x60: odd sizes, so
+    pooling rounds up twice (45 -> 23, 15 -> 8) and unpooling must restore them."""
+    data, weights = forkproto.segnet_basic(classes=11, seed=1, biases=True)
+    src = forkproto.write(tmp_path / "segnet_basic_camvid.caffemodel", data)
+    out = tmp_path / "out" / "basic.caffemodel"
+    report = cw.convert(src, "segnet-basic", out, height=45, width=60, force=True, fold_bn=fold_bn)
+    assert report["conv_biases"] == "public" and report["classes"] == 11
+    types = {lay.type for lay in caffe_pb2.NetParameter.FromString(out.read_bytes()).layer}
+    assert ("BatchNorm" in types) != fold_bn
+    x = as_input(image, 45, 60)
+    compare(f"segnet-basic 45x60{' fold-bn' if fold_bn else ''}", run_converted(out, x, "conv_classifier"),
+            torch_segnet_basic, x, weights)
+
+
+@pytest.mark.parametrize("classes,height,width", [(11, 45, 60), (12, 90, 120)], ids=["camvid-11", "webdemo-12"])
+def test_segnet_release_matches_pytorch(tmp_path, image, classes, height, width):
+    """SegNet with real shapes (26 convs, 25 BN): the CamVid class count and the 12-class web demo's."""
+    data, weights = forkproto.segnet(classes=classes, seed=classes)
+    src = forkproto.write(tmp_path / "segnet.caffemodel", data)
+    out = tmp_path / "segnet_bvlc.caffemodel"
+    report = cw.convert(src, "segnet", out, classes=classes, height=height, width=width, force=True)
+    assert report["layers_filled"] == 26 + 2 * 25 and report["source_layers_used"] == 51
+    x = as_input(image, height, width)
+    compare(f"segnet {classes} classes {height}x{width}", run_converted(out, x, "conv1_1_D"),
+            torch_segnet, x, weights)
+
+
+@pytest.mark.slow  # two full-size forwards in Caffe and in PyTorch (about a minute on 2 cores)
+@pytest.mark.parametrize("arch", ["segnet-basic", "segnet"])
+def test_full_size_360x480(tmp_path, image, arch):
+    """The released models' own input size: SegNet-Basic (CamVid) and SegNet with the web demo's 12 classes."""
+    classes = 12 if arch == "segnet" else 11
+    data, weights = (forkproto.segnet(classes, seed=7) if arch == "segnet" else forkproto.segnet_basic(seed=7))
+    src = forkproto.write(tmp_path / f"{arch}.caffemodel", data)
+    out = tmp_path / f"{arch}_bvlc.caffemodel"
+    cw.convert(src, arch, out, classes=classes, force=True)
+    x = as_input(image, 360, 480)
+    score_blob, reference = (("conv1_1_D", torch_segnet) if arch == "segnet" else
+                             ("conv_classifier", torch_segnet_basic))
+    compare(f"{arch} {classes} classes 360x480", run_converted(out, x, score_blob), reference, x, weights)
+
+
+def test_known_file_is_identified_and_sets_defaults(tmp_path, monkeypatch, image):
+    """A file whose size and sha256 are in KNOWN_FILES needs no --force and brings its classes and size."""
+    data, weights = forkproto.segnet(classes=12, seed=3, width_divisor=8)  # thin: only the mapping matters
+    src = forkproto.write(tmp_path / "webdemo.caffemodel", data)
+    model = cw.read_caffemodel(src)
+    fake = cw.KnownFile("test-webdemo", "test web demo", "webdemo.caffemodel", model.size, model.sha256,
+                        "segnet-release", "segnet", classes=12, height=45, width=60)
+    monkeypatch.setattr(cw, "KNOWN_FILES", (fake,))
+    with pytest.raises(cw.ConvertError, match="made for --arch segnet, not segnet-basic"):
+        cw.convert(src, "segnet-basic", tmp_path / "x.caffemodel")
+    # The thin file does not fit the real SegNet: the refusal lists the mismatches.
+    with pytest.raises(cw.ConvertError, match=r"conv1_1: shape 8x3x3x3 in the file vs 64x3x3x3 in the net"):
+        cw.convert(src, "segnet", tmp_path / "x.caffemodel")
+    assert not list(tmp_path.glob("x*")) and not list(tmp_path.glob(".x*"))
+
+
+# --- refusals ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def basic_file(tmp_path_factory):
+    data, _ = forkproto.segnet_basic(seed=2)
+    return forkproto.write(tmp_path_factory.mktemp("fork") / "segnet_basic_camvid.caffemodel", data)
+
+
+def _refused(tmp_path, message, *args, **kwargs):
+    out = tmp_path / "out" / "model.caffemodel"
+    with pytest.raises(cw.ConvertError, match=message):
+        cw.convert(*args, out=out, **kwargs)
+    leftovers = list(out.parent.iterdir()) if out.parent.exists() else []
+    assert leftovers == [], leftovers  # nothing half-written
+
+
+def test_unknown_checksum_needs_force(tmp_path, basic_file):
+    _refused(tmp_path, r"unknown file \(5,6\d\d,\d\d\d bytes, sha256 [0-9a-f]{64}\).*--force", basic_file,
+             "segnet-basic", height=45, width=60)
+
+
+def test_truncated_file(tmp_path, basic_file):
+    cut = forkproto.write(tmp_path / "cut.caffemodel", basic_file.read_bytes()[: basic_file.stat().st_size // 2])
+    _refused(tmp_path, r"cut.caffemodel: not a caffemodel \(truncated or corrupt\?\)", cut, "segnet-basic",
+             force=True)
+
+
+def test_lfs_pointer_and_html(tmp_path):
+    pointer = forkproto.write(tmp_path / "driving.caffemodel", b"version https://git-lfs.github.com/spec/v1\n"
+                              b"oid sha256:4200a03b99e1031ab1a261fdc5cb6b512d05b0fe59e7545878afa4cb870c008c\n"
+                              b"size 117809921\n")
+    _refused(tmp_path, "Git LFS pointer", pointer, "segnet")
+    page = forkproto.write(tmp_path / "page.caffemodel", b"<!DOCTYPE html><html>404</html>")
+    _refused(tmp_path, "HTML", page, "segnet")
+
+
+def test_wrong_arch_lists_what_does_not_match(tmp_path, basic_file):
+    out = tmp_path / "out" / "model.caffemodel"
+    with pytest.raises(cw.ConvertError) as err:
+        cw.convert(basic_file, "segnet", out, height=45, width=60, force=True)
+    message = str(err.value)
+    assert "(its layer names are those of --arch segnet-basic)" in message
+    assert "missing in the file (51): conv1_1, conv1_1_bn (BN)," in message
+    assert "in the file but not in the net (17): conv1, conv1_bn," in message
+    assert not out.parent.exists() or not list(out.parent.iterdir())
+
+
+def test_wrong_class_count_suggests_classes(tmp_path):
+    data, _ = forkproto.segnet_basic(classes=12, seed=4)
+    src = forkproto.write(tmp_path / "twelve.caffemodel", data)
+    _refused(tmp_path, r"conv_classifier: shape 12x64x1x1 in the file vs 11x64x1x1 in the net.*--classes 12",
+             src, "segnet-basic", height=45, width=60, force=True)
+
+
+def test_biases_follow_the_file(tmp_path, image):
+    """Without biases (the paper's SegNet-Basic) the generator's `paper` option is picked; a net built
+    the other way round is refused with the reason."""
+    data, weights = forkproto.segnet_basic(seed=5, biases=False, classifier="conv_classifier")
+    src = forkproto.write(tmp_path / "nobias.caffemodel", data)
+    out = tmp_path / "nobias_bvlc.caffemodel"
+    assert cw.convert(src, "segnet-basic", out, height=45, width=60, force=True)["conv_biases"] == "paper"
+    x = as_input(image, 45, 60)
+    compare("segnet-basic no biases", run_converted(out, x, "conv_classifier"),
+            torch_segnet_basic, x, weights, "conv_classifier")
+    model = cw.read_caffemodel(src)
+    net = cw.load_net(cw.build_deploy("segnet-basic", 11, 45, 60, biases="public"))
+    plan = cw.plan_conversion(model.layers, cw.target_layers(net), fold_bn=False)
+    assert any("conv1: no bias in the file (1 blobs), the net has 2" in p for p in plan.problems)
+
+
+def test_vgg_file_is_sent_to_init_weights(tmp_path, monkeypatch, basic_file):
+    model = cw.read_caffemodel(basic_file)
+    fake = cw.KnownFile("vgg", "VGG16 ImageNet", "VGG_ILSVRC_16_layers.caffemodel", model.size, model.sha256,
+                        "vgg16")
+    monkeypatch.setattr(cw, "KNOWN_FILES", (fake,))
+    _refused(tmp_path, "VGG16 ImageNet weights: they initialise an encoder", basic_file, "segnet-basic")
+
+
+def test_command_line(tmp_path, basic_file):
+    out = tmp_path / "cli" / "basic.caffemodel"
+    base = [sys.executable, "-m", "tools.convert_weights", "--weights", str(basic_file), "--arch", "segnet-basic",
+            "--out", str(out), "--height", "45", "--width", "60"]
+    refused = subprocess.run(base, cwd=ROOT, capture_output=True, text=True)
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert refused.stderr.strip().splitlines()[-1].startswith("tools.convert_weights: error: ")
+    assert "--force" in refused.stderr and not out.parent.exists()
+    done = subprocess.run(base + ["--force", "--json"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["out"] == str(out) and out.is_file() and out.with_suffix(".prototxt").is_file()
+    assert report["identified"] is None and report["layers_filled"] == 25
+
+
+def test_report_measured_differences():
+    """Print what the comparisons above measured (the README quotes the largest)."""
+    if MEASURED:
+        worst = max(v["max_abs_diff_scores"] / v["max_abs_score"] for v in MEASURED.values())
+        print("\n" + json.dumps(MEASURED, indent=1) + f"\nworst relative score difference {worst:.3g}")
