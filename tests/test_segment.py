@@ -1,0 +1,123 @@
+"""tools.segment on two real CamVid images with a tiny deploy net whose argmax is known in advance.
+
+The net is Input -> 1x1 Convolution to 11 classes (classes 0, 1, 2 copy B, G, R; the others score 0; no
+bias) -> Softmax `prob`, so the predicted class of a pixel is the index of its largest BGR channel (ties:
+the first), computed here with NumPy and OpenCV only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import caffe
+import cv2
+import numpy as np
+import pytest
+from caffe import layers as L
+from PIL import Image
+
+from tests.conftest import ROOT, net_from_spec
+from tools import camvid, segment
+from tools.camvid_to_lmdb import interpolation_for
+
+
+def channel_argmax_net(h: int, w: int, classes: int = camvid.NUM_CLASSES):
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 3, h, w]))
+    n.score = L.Convolution(n.data, num_output=classes, kernel_size=1, bias_term=False,
+                            weight_filler=dict(type="constant", value=0))
+    n.prob = L.Softmax(n.score)
+    return n
+
+
+def make_net(h: int, w: int, classes: int = camvid.NUM_CLASSES):
+    net = net_from_spec(channel_argmax_net(h, w, classes))
+    weights = np.zeros((classes, 3, 1, 1), np.float32)
+    for c in range(min(classes, 3)):
+        weights[c, c, 0, 0] = 1.0  # class c <- channel c (B, G, R)
+    net.params["score"][0].data[...] = weights
+    return net
+
+
+@pytest.fixture(scope="module")
+def images(camvid_dir) -> list[Path]:
+    return [image for image, _ in camvid.read_list(camvid_dir, "test")[:2]]
+
+
+def expected_labels(bgr: np.ndarray, h: int, w: int) -> np.ndarray:
+    size = bgr.shape[:2]
+    small = bgr
+    if size != (h, w):
+        small = cv2.resize(bgr, (w, h), interpolation=interpolation_for(size, (h, w), "auto"))
+    labels = small.argmax(axis=2).astype(np.uint8)
+    return cv2.resize(labels, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def test_predict_at_the_image_size(images):
+    net = make_net(360, 480)
+    bgr = cv2.imread(str(images[0]))
+    labels = segment.predict(net, bgr)
+    assert labels.shape == bgr.shape[:2] and labels.dtype == np.uint8
+    assert (labels == bgr.argmax(axis=2)).all()
+    assert len(np.unique(labels)) > 1  # the test image really exercises the argmax
+
+
+def test_predict_resizes_input_and_output(images):
+    net = make_net(90, 120)
+    bgr = cv2.imread(str(images[1]))
+    labels = segment.predict(net, bgr)
+    assert labels.shape == (360, 480)
+    assert (labels == expected_labels(bgr, 90, 120)).all()
+
+
+def test_segment_images_writes_labels_colours_overlays_and_legend(images, tmp_path):
+    net = make_net(180, 240)
+    written = segment.segment_images(net, images, tmp_path, alpha=0.5)
+    assert len(written) == 2 and (tmp_path / "legend.png").is_file()
+    for image_path, out in zip(images, written):
+        bgr = cv2.imread(str(image_path))
+        labels = np.array(Image.open(out["labels"]))
+        assert Path(out["labels"]).name == image_path.name  # named like the GT, for tools.evaluate
+        assert (labels == expected_labels(bgr, 180, 240)).all()
+        colour = np.array(Image.open(out["colour"]))
+        assert (colour == camvid.COLOURS[labels]).all()
+        over = np.array(Image.open(out["overlay"])).astype(int)
+        blend = np.rint(0.5 * bgr[..., ::-1] + 0.5 * camvid.COLOURS[labels])
+        assert np.abs(over - blend).max() <= 1
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+    legend = np.array(Image.open(tmp_path / "legend.png"))
+    assert legend.ndim == 3 and legend.shape[0] >= 11 * 22  # one row per CamVid class
+
+
+def test_command_line_end_to_end(images, tmp_path):
+    spec = channel_argmax_net(90, 120)
+    model = tmp_path / "deploy.prototxt"
+    model.write_text(str(spec.to_proto()))
+    net = make_net(90, 120)
+    weights = tmp_path / "w.caffemodel"
+    net.save(str(weights))
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "tools.segment", "--model", str(model), "--weights", str(weights)]
+    r = subprocess.run([*cmd, "--out", str(out), "--json", *map(str, images)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert len(result["images"]) == 2
+    bgr = cv2.imread(str(images[0]))
+    assert (np.array(Image.open(out / images[0].name)) == expected_labels(bgr, 90, 120)).all()
+    # The label PNGs score perfectly against themselves through tools.evaluate.
+    from tools import evaluate
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    for image in images:
+        (gt_dir / image.name).write_bytes((out / image.name).read_bytes())
+    assert evaluate.evaluate_dirs(out, gt_dir)["global_accuracy"] == 1.0
+
+    bad = subprocess.run([*cmd, "--out", str(tmp_path / "bad"), str(tmp_path / "missing.png")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "missing.png" in bad.stderr.strip().splitlines()[-1]
