@@ -6,7 +6,8 @@
 Presets (see PRESETS below for the numbers):
 - `quick` (default) trains at a quarter of CamVid's resolution (90×120) so that SegNet-Basic finishes set-up, LMDB,
   training, statistics and evaluation in well under an hour on a 2-core CPU. Predictions are made at 90×120, their
-  class probabilities upsampled bilinearly to 360×480, and scored against the full-resolution ground truth.
+  class scores upsampled bilinearly to 360×480 (tools.segment.predict), and scored against the full-resolution
+  ground truth.
 - `paper` follows the paper's protocol for the architecture (paper_facts §2): Table 1 variants at 360×480, SGD
   fixed lr 0.1, momentum 0.9, batch 12, median-frequency class weights, validation every 1000 iterations and the
   best validation global accuracy kept; the deep architectures with fixed lr 1e-3, momentum 0.9, batch 5, no class
@@ -21,8 +22,6 @@ import json
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 from tools.runio import fail, write_text_atomic
 
@@ -66,21 +65,6 @@ def ensure_lmdb(camvid: Path, split: str, out: Path, height: int, width: int, lo
     return out
 
 
-def predict(net, image_bgr: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """Labels at `out_hw` for one HxWx3 uint8 BGR image: the net runs at its own input size and its class
-    probabilities are resized bilinearly to `out_hw` before the argmax (sharper than resizing the labels)."""
-    import cv2
-
-    _, _, h, w = net.blobs["data"].data.shape
-    if image_bgr.shape[:2] != (h, w):
-        image_bgr = cv2.resize(image_bgr, (w, h), interpolation=cv2.INTER_AREA)
-    net.blobs["data"].data[0] = image_bgr.transpose(2, 0, 1)
-    prob = net.forward()["prob"][0]
-    if prob.shape[1:] != out_hw:
-        prob = np.stack([cv2.resize(p, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR) for p in prob])
-    return prob.argmax(axis=0).astype(np.uint8)
-
-
 def evaluate_split(deploy: Path, weights: Path, camvid: Path, split: str, out: Path, log,
                    limit: int | None = None) -> dict:
     """Predict every image of a split, write label PNGs, score them with the paper's metrics."""
@@ -90,23 +74,22 @@ def evaluate_split(deploy: Path, weights: Path, camvid: Path, split: str, out: P
 
     from tools import evaluate
     from tools.camvid import read_list
+    from tools.segment import predict
 
     pairs = read_list(camvid, split)[:limit]
     net = caffe.Net(str(deploy), caffe.TEST, weights=str(weights))
     pred_dir = out / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)
 
-    def gen():
-        for image_path, label_path in tqdm(pairs, desc=f"predict {split}", unit="img", file=sys.stderr,
-                                           disable=None):
-            image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-            gt = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
-            pred = predict(net, image, gt.shape[:2])
-            cv2.imwrite(str(pred_dir / label_path.name), pred)
-            yield gt, pred
-
+    for image_path, label_path in tqdm(pairs, desc=f"predict {split}", unit="img", file=sys.stderr, disable=None):
+        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        gt = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
+        labels = predict(net, image, upsample="bilinear")
+        if labels.shape != gt.shape:
+            raise ValueError(f"{image_path}: image is {labels.shape}, its label {label_path} is {gt.shape}")
+        cv2.imwrite(str(pred_dir / label_path.name), labels)
     t0 = time.perf_counter()
-    result = evaluate.evaluate_arrays(gen())
+    result = evaluate.evaluate_files([(gt, pred_dir / gt.name) for _, gt in pairs], workers=2, progress=True)
     result["seconds"] = time.perf_counter() - t0
     result.update(split=split, images=len(pairs), weights=str(weights), model=str(deploy))
     write_text_atomic(out / "metrics.json", json.dumps(result, indent=2))
