@@ -7,7 +7,12 @@ CAMVID ?= data/CamVid
 CAMVID_DIR ?= $(CAMVID)
 RUN ?= runs/$(ARCH)-$(PRESET)
 WEIGHTS ?= $(RUN)/inference.caffemodel
+DEPLOY ?=
+INIT_WEIGHTS ?=
+CLASS_WEIGHTS ?=
 PYTEST_ARGS ?=
+# cpu or cuda: which Caffe `make setup` builds and links (the Docker image sets CAFFE_BUILD=cuda).
+CAFFE_BUILD ?= cpu
 
 .PHONY: help setup setup-cuda test test-slow prototxt camvid-train camvid-test benchmark lint clean
 
@@ -20,7 +25,7 @@ help:
 	@echo "make benchmark      the paper's Table 1 / Table 6 comparison on this machine"
 
 setup:
-	@bash tools/install_caffe.sh
+	@bash tools/install_caffe.sh $(if $(filter cuda,$(CAFFE_BUILD)),--cuda)
 
 setup-cuda:
 	@bash tools/install_caffe.sh --cuda
@@ -35,10 +40,12 @@ prototxt: setup
 	$(PY) -m prototxt --all
 
 camvid-train: setup
-	$(PY) -m tools.camvid_pipeline train --arch $(ARCH) --preset $(PRESET) --camvid $(CAMVID) --run $(RUN)
+	$(PY) -m tools.camvid_pipeline train --arch $(ARCH) --preset $(PRESET) --camvid $(CAMVID) --run $(RUN) \
+		$(if $(INIT_WEIGHTS),--init-weights $(INIT_WEIGHTS)) $(if $(CLASS_WEIGHTS),--class-weights $(CLASS_WEIGHTS))
 
 camvid-test: setup
-	$(PY) -m tools.camvid_pipeline test --arch $(ARCH) --weights $(WEIGHTS) --camvid $(CAMVID) --run $(RUN)
+	$(PY) -m tools.camvid_pipeline test --arch $(ARCH) --preset $(PRESET) --weights $(WEIGHTS) --camvid $(CAMVID) \
+		--run $(RUN) $(if $(DEPLOY),--deploy $(DEPLOY))
 
 benchmark: setup
 	$(PY) -m tools.benchmark --camvid $(CAMVID) --out results/benchmark

@@ -16,7 +16,9 @@
 #   --configure-only  stop after CMake configure (with --cuda: a check that the CUDA toolchain is usable).
 #   --compile-only    build but do not install or link (used to exercise the CUDA build on a machine without a GPU).
 #   --venv DIR        the virtual environment to build against and link into (default: .venv in the project).
-# Environment: SEGNET_CACHE (default ~/.cache/segnet-bvlc), CAFFE_ORIG_TARBALL, CUDA_ARCH_BIN, CUDA_ARCH_PTX.
+# Environment: SEGNET_CACHE (default ~/.cache/segnet-bvlc), CAFFE_ORIG_TARBALL, CUDA_ARCH_BIN, CUDA_ARCH_PTX,
+#   CUDA_HOME (toolkit root; default: found from nvcc), CUDA_EXTRA_ROOT (colon-separated prefixes with include/ and
+#   lib/ holding cuBLAS/cuRAND when the toolkit lacks them, e.g. unpacked nvidia-cublas/nvidia-curand wheels).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,6 +27,8 @@ TARBALL_NAME="caffe_1.0.0+git20180821.99bd997.orig.tar.gz"
 TARBALL_SHA256="e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69d4147ad0c"
 # Bump when the patches or the CMake flags change: it is part of the cache key.
 PATCH_REV=1
+# The same for the CUDA-only patches and flags (part of the CUDA build's key only, so the CPU cache stays valid).
+CUDA_PATCH_REV=1
 CACHE=${SEGNET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/segnet-bvlc}
 VENV=$ROOT/.venv
 CUDA=0
@@ -107,6 +111,7 @@ NPVER=$("$PY" -c 'import numpy; print(numpy.__version__)') || die "numpy is not 
 FLAVOUR=cpu
 [ "$CUDA" -eq 1 ] && FLAVOUR=cuda
 KEY="bvlc-99bd997-${TARBALL_SHA256:0:12}-p${PATCH_REV}-py${PYVER}-np${NPVER}-${FLAVOUR}"
+[ "$CUDA" -eq 1 ] && KEY="$KEY$CUDA_PATCH_REV"
 PREFIX=$CACHE/$KEY
 mkdir -p "$CACHE"
 
@@ -192,7 +197,19 @@ else
     done
     # 3. numpy 2 removed tostring/fromstring on bytes.
     patch_line python/caffe/io.py 's/\.tostring()/.tobytes()/g; s/np\.fromstring(/np.frombuffer(/g' '\.tostring()'
-    stage "patches: protobuf 3.21, OpenCV 4, numpy 2 applied (rev $PATCH_REV)"
+    if [ "$CUDA" -eq 1 ]; then
+        # 4. (CUDA only) CUDA 13 removed cudaDeviceProp::clockRate, ::deviceOverlap and ::kernelExecTimeoutEnabled,
+        #    used only by `caffe device_query`. The replacements (cudaDeviceGetAttribute, asyncEngineCount) exist
+        #    since CUDA 5, so the patched file builds on every CUDA that can target Volta..Hopper.
+        patch_line src/caffe/common.cpp \
+            's/prop\.clockRate/[\&]{ int v = 0; cudaDeviceGetAttribute(\&v, cudaDevAttrClockRate, device); return v; }()/;
+             s/prop\.deviceOverlap/(prop.asyncEngineCount > 0)/;
+             s/prop\.kernelExecTimeoutEnabled/[\&]{ int v = 0; cudaDeviceGetAttribute(\&v, cudaDevAttrKernelExecTimeout, device); return v; }()/' \
+            'prop\.clockRate'
+        stage "patches: protobuf 3.21, OpenCV 4, numpy 2 applied (rev $PATCH_REV); CUDA 13 device_query (rev $CUDA_PATCH_REV)"
+    else
+        stage "patches: protobuf 3.21, OpenCV 4, numpy 2 applied (rev $PATCH_REV)"
+    fi
 
     # ------------------------------------------------------------------------------------------ 5
     PYINC=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
@@ -203,28 +220,74 @@ else
         -DPYTHON_INCLUDE_DIR="$PYINC" -DPYTHON_LIBRARY="$PYLIB" -DBLAS=Open -DUSE_OPENCV=ON
         -DUSE_LEVELDB=ON -DUSE_LMDB=ON -DUSE_HDF5=ON -DBUILD_docs=OFF -DBUILD_matlab=OFF)
     if [ "$CUDA" -eq 1 ]; then
-        NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
-        [ -x "$NVCC" ] || die "--cuda: no nvcc found (install the CUDA toolkit or put nvcc on PATH)"
+        # nvcc: $CUDA_HOME/bin/nvcc, else the one on PATH. The toolkit root: $CUDA_HOME, else nvcc's parent
+        # (Debian: /usr/bin/nvcc -> /usr), else the TOP that nvcc itself reports (a wrapper script such as
+        # /usr/local/bin/nvcc -> /usr/local/cuda-13.0). FindCUDA given a wrong root finds no cudart, and BVLC then
+        # silently builds CPU_ONLY; hence the check after configure.
+        if [ -n "${CUDA_HOME:-}" ]; then NVCC=$CUDA_HOME/bin/nvcc; else NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc); fi
+        [ -x "$NVCC" ] || die "--cuda: no nvcc at $NVCC (install the CUDA toolkit, put nvcc on PATH or set CUDA_HOME)"
+        CUDA_ROOT=${CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$NVCC")")")}
+        if [ ! -f "$CUDA_ROOT/include/cuda_runtime.h" ] && [ -z "${CUDA_HOME:-}" ]; then
+            top=$(echo | "$NVCC" -x cu --dryrun -c - -o /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n1)
+            [ -n "$top" ] && CUDA_ROOT=$(realpath -m "$top")
+        fi
+        [ -f "$CUDA_ROOT/include/cuda_runtime.h" ] || die "--cuda: no CUDA toolkit headers under $CUDA_ROOT (set CUDA_HOME)"
         CUDA_MAJOR=$("$NVCC" --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
         # CUDA 13 dropped Volta (sm_70); keep every arch from Volta to Hopper that this nvcc still has.
         if [ -z "${CUDA_ARCH_BIN:-}" ]; then
             if [ "${CUDA_MAJOR:-0}" -ge 13 ]; then CUDA_ARCH_BIN="75 80 86 89 90"; else CUDA_ARCH_BIN="70 75 80 86 89 90"; fi
         fi
         CMAKE_FLAGS+=(-DCPU_ONLY=OFF -DUSE_CUDNN=OFF -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN="$CUDA_ARCH_BIN"
-            -DCUDA_ARCH_PTX="${CUDA_ARCH_PTX:-90}" -DCUDA_TOOLKIT_ROOT_DIR="$(dirname "$(dirname "$NVCC")")")
+            -DCUDA_ARCH_PTX="${CUDA_ARCH_PTX:-90}" -DCUDA_TOOLKIT_ROOT_DIR="$CUDA_ROOT")
+        # CUDA >= 13's Thrust/CUB (used by math_functions.cu, softmax_layer.cu) require C++17; BVLC sets no standard
+        # and gcc's default is C++17 already, so only nvcc needs telling.
+        NVCC_EXTRA=""
+        [ "${CUDA_MAJOR:-0}" -ge 13 ] && NVCC_EXTRA="-std=c++17"
+        # cuBLAS/cuRAND outside the toolkit (a minimal toolkit, or NVIDIA's pip wheels): headers, and the libraries
+        # through links (the wheels ship only libcublas.so.13, no libcublas.so) in a folder FindCUDA's find_library
+        # searches via CMAKE_LIBRARY_PATH (FindCUDA resets -DCUDA_cublas_LIBRARY=... on a first configure). The
+        # folder is kept beside the cache so the RUNPATH stays valid.
+        CXX_EXTRA=""
+        IFS=: read -r -a extra_roots <<< "${CUDA_EXTRA_ROOT:-}"
+        if [ "${#extra_roots[@]}" -gt 0 ]; then
+            extra_lib=$CACHE/cuda-extra-$KEY/lib
+            mkdir -p "$extra_lib"
+            CMAKE_FLAGS+=(-DCMAKE_LIBRARY_PATH="$extra_lib")
+        fi
+        for r in "${extra_roots[@]}"; do
+            [ -d "$r/include" ] || die "CUDA_EXTRA_ROOT: $r has no include/ folder"
+            NVCC_EXTRA="$NVCC_EXTRA -I$r/include"; CXX_EXTRA="$CXX_EXTRA -isystem $r/include"
+            for f in "$r"/lib*/lib*.so*; do
+                [ -f "$f" ] || continue
+                # The unversioned name for find_library, the versioned one for the linker's DT_NEEDED lookups
+                # (libcublas.so.13 needs libcublasLt.so.13 when the executables are linked).
+                ln -sf "$(realpath "$f")" "$extra_lib/$(basename "$f")"
+                ln -sf "$(realpath "$f")" "$extra_lib/$(basename "$f" | sed 's/\.so\..*/.so/')"
+            done
+        done
+        [ -n "$NVCC_EXTRA" ] && CMAKE_FLAGS+=(-DCUDA_NVCC_FLAGS="${NVCC_EXTRA# }")
+        [ -n "$CXX_EXTRA" ] && CMAKE_FLAGS+=(-DCMAKE_CXX_FLAGS="${CXX_EXTRA# }")
     else
         CMAKE_FLAGS+=(-DCPU_ONLY=ON)
     fi
     mkdir -p "$BUILD/build"
     (cd "$BUILD/build" && cmake "${CMAKE_FLAGS[@]}" "$SRC" > "$BUILD/cmake.log" 2>&1) \
-        || { tail -n 30 "$BUILD/cmake.log" >&2; die "CMake configure failed (log: $BUILD/cmake.log)"; }
+        || { tail -n 30 "$BUILD/cmake.log" >&2
+             if [ "$CUDA" -eq 1 ] && grep -qE 'CUDA_(cublas|curand)_LIBRARY' "$BUILD/cmake.log"; then
+                 die "--cuda: cuBLAS/cuRAND not found in $CUDA_ROOT; install them or set CUDA_EXTRA_ROOT (log: $BUILD/cmake.log)"
+             fi
+             die "CMake configure failed (log: $BUILD/cmake.log)"; }
+    # BVLC's CMake falls back to CPU_ONLY with only a warning when FindCUDA fails: make that an error.
+    if [ "$CUDA" -eq 1 ] && ! grep -q '^-- CUDA detected' "$BUILD/cmake.log"; then
+        die "--cuda: CMake's FindCUDA did not accept the toolkit at $CUDA_ROOT (see $BUILD/cmake.log); set CUDA_HOME"
+    fi
     if [ "$CONFIGURE_ONLY" -eq 1 ]; then
         stage "build: configured $FLAVOUR build in $BUILD/build (--configure-only; not compiled)"
         exit 0
     fi
     JOBS=$(nproc)
     start=$(date +%s)
-    echo "[setup 5/6] build: compiling BVLC Caffe ($FLAVOUR, -j$JOBS; about 4 min on 2 cores) ..."
+    echo "[setup 5/6] build: compiling BVLC Caffe ($FLAVOUR, -j$JOBS; CPU: about 4 min on 2 cores, CUDA: far longer) ..."
     (cd "$BUILD/build" && make -j"$JOBS" > "$BUILD/make.log" 2>&1) \
         || { grep -m5 -B2 -A5 -E 'error|Error' "$BUILD/make.log" >&2 || tail -n 30 "$BUILD/make.log" >&2
              die "compilation failed (log: $BUILD/make.log)"; }
