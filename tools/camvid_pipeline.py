@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from tools.runio import fail, write_text_atomic
+from tools.runio import fail, set_caffe_mode, write_text_atomic
 
 TOOL = "camvid_pipeline"
 TABLE1 = {"segnet-basic", "segnet-basic-single-channel-decoder", "segnet-basic-encoder-addition",
@@ -80,6 +80,7 @@ def evaluate_split(deploy: Path, weights: Path, camvid: Path, split: str, out: P
     from tools.segment import predict
 
     pairs = read_list(camvid, split)[:limit]
+    set_caffe_mode()
     net = caffe.Net(str(deploy), caffe.TEST, weights=str(weights))
     pred_dir = out / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)

@@ -58,6 +58,25 @@ def load_net_param(path: Path | str):
     return param
 
 
+def gpu_device() -> str:
+    """The GPU to run on: SEGNET_GPU=<device>; GPU 0 by default where the CUDA build is in use (CAFFE_BUILD=cuda,
+    as the Docker image sets it); "" (the CPU) otherwise. SEGNET_GPU= (empty) forces the CPU."""
+    return os.environ.get("SEGNET_GPU", "0" if os.environ.get("CAFFE_BUILD") == "cuda" else "")
+
+
+def set_caffe_mode():
+    """Caffe on the GPU of gpu_device(), else on the CPU; returns the caffe module."""
+    import caffe
+
+    gpu = gpu_device()
+    if gpu:
+        caffe.set_device(int(gpu))
+        caffe.set_mode_gpu()
+    else:
+        caffe.set_mode_cpu()
+    return caffe
+
+
 def caffe_prefix() -> Path | None:
     marker = ROOT / ".venv" / ".caffe-prefix"
     return Path(marker.read_text().strip()) if marker.is_file() else None

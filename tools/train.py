@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import resource
 import shutil
 import signal
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.runio import append_jsonl, atomic_path, fail, provenance, write_text_atomic
+from tools.runio import append_jsonl, atomic_path, fail, gpu_device, provenance, set_caffe_mode, write_text_atomic
 
 TOOL = "train"
 
@@ -115,7 +114,7 @@ def write_nets(cfg: TrainConfig, run: Path, start_iter: int = 0) -> dict[str, Pa
     solver.ClearField("test_net")
     solver.ClearField("test_iter")
     solver.ClearField("test_interval")
-    solver.solver_mode = solver.CPU if os.environ.get("SEGNET_GPU") is None else solver.GPU
+    solver.solver_mode = solver.GPU if gpu_device() else solver.CPU
     write_text_atomic(paths["solver"], str(solver))
     return paths
 
@@ -222,7 +221,7 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter
 
     start_iter = state["iteration"]
     paths = write_nets(cfg, run, start_iter=start_iter)
-    caffe.set_mode_cpu()
+    set_caffe_mode()
     caffe.set_random_seed(cfg.seed)
     np.random.seed(cfg.seed)
     solver = caffe.SGDSolver(str(paths["solver"]))
