@@ -51,7 +51,7 @@ def test_a_few_iterations_lower_the_loss(tiny_lmdb, tmp_path):
     assert last < first
     assert state["iteration"] == 16 and state["best_iteration"] in (8, 16)
     for name in ("config.json", "provenance.json", "net/train.prototxt", "net/deploy.prototxt", "net/solver.prototxt",
-                 "best.caffemodel", "last.caffemodel", "last.solverstate", "curve.png", "state.json"):
+                 "best.caffemodel", "last.caffemodel", "last.solverstate", "curve.png", "state.json", "train.log"):
         assert (run / name).is_file(), name
     provenance = json.loads((run / "provenance.json").read_text())
     assert "bvlc-99bd997" in provenance["caffe"]["build"] and provenance["packages"]["numpy"]

@@ -219,6 +219,14 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter
         write_text_atomic(run / "provenance.json", json.dumps(provenance(), indent=2))
         (run / "scalars.jsonl").unlink(missing_ok=True)
 
+    console = log
+    log_file = open(run / "train.log", "a")
+
+    def log(message: str) -> None:  # the console and train.log
+        console(message)
+        log_file.write(message + "\n")
+        log_file.flush()
+
     start_iter = state["iteration"]
     paths = write_nets(cfg, run, start_iter=start_iter)
     set_caffe_mode()
@@ -297,6 +305,7 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        log_file.close()
     if validator is None and not stop["signal"]:
         with atomic_path(run / "best.caffemodel") as tmp:  # no validation: the last iteration is the model
             solver.net.save(str(tmp))
