@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from tools.camvid import CLASSES, NUM_CLASSES, PUBLISHED_WEIGHTS, VOID, CamVidError, read_list
+from tools.runio import atomic_path
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_DIR = ROOT / "data" / "class_weights"
@@ -134,12 +135,9 @@ def write_infogain(weights, path: Path | str) -> Path:
     blob = caffe_pb2().BlobProto()
     blob.shape.dim.extend([1, 1, weights.size, weights.size])
     blob.data.extend(np.diag(weights).ravel().tolist())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(blob.SerializeToString())
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(blob.SerializeToString())
+    return Path(path)
 
 
 def read_infogain(path: Path | str) -> np.ndarray:

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -26,6 +25,7 @@ from tqdm import tqdm
 from tools import camvid
 from tools.metrics import (BF_RULES, BF_TOLERANCE, BF_VOID_MODES, BoundaryStats, MetricAccumulator,
                            boundary_stats, confusion_matrix)
+from tools.runio import atomic_path, write_text_atomic
 
 
 class EvaluationError(ValueError):
@@ -210,18 +210,6 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, renamed into place: nothing half-written remains."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_confusion_png(result: dict, path: Path | str) -> None:
     """Row-normalised confusion matrix (GT rows, predicted columns) with class names, as a PNG."""
     import matplotlib
@@ -250,7 +238,8 @@ def save_confusion_png(result: dict, path: Path | str) -> None:
                  f"mIoU {100 * result['mean_iou']:.1f}  (% of GT row)", fontsize=9)
     fig.tight_layout()
     path = Path(path)
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
 
 
@@ -261,7 +250,7 @@ def write_outputs(result: dict, out_dir: Path | str) -> None:
     """`metrics.json` (the result) and `confusion_matrix.png` in `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+    write_text_atomic(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
     save_confusion_png(result, out_dir / "confusion_matrix.png")
 
 

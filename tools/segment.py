@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from tqdm import tqdm
 
 from tools import camvid
 from tools.camvid_to_lmdb import interpolation_for
+from tools.runio import atomic_path
 
 
 class SegmentError(ValueError):
@@ -105,15 +104,8 @@ def legend(names: Sequence[str] = camvid.CLASSES, colours: np.ndarray = camvid.C
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
-    """PNG through a temporary file renamed into place: no half-written file is ever left."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # no half-written PNG is ever left
         Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_image(path: Path) -> np.ndarray:
