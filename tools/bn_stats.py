@@ -190,18 +190,26 @@ def compute(model: Path, weights: Path, batches: Iterable[dict[str, np.ndarray]]
     summary = {"weights": str(out), "rule": rule, "layers": len(moments),
                "values_per_channel": {k: m.count for k, m in moments.items()}}
     if folded_out is not None:
-        folded_param, params = fold_batchnorm(net_param, net)
-        folded_model = folded_out.with_suffix(".prototxt")
-        write_text_atomic(folded_model, str(folded_param))
-        folded_net = caffe.Net(str(folded_model), caffe.TEST)
-        for name in folded_net.params:
-            source = params.get(name) or [b.data for b in net.params[name]]
-            for blob, value in zip(folded_net.params[name], source):
-                blob.data[...] = value
-        with atomic_path(folded_out) as tmp:
-            folded_net.save(str(tmp))
-        summary.update(folded_weights=str(folded_out), folded_model=str(folded_model))
+        summary.update(write_folded(net_param, net, folded_out))
     return summary
+
+
+def write_folded(net_param, net, folded_out: Path) -> dict:
+    """The BatchNorm-folded deploy pair of `net` (statistics already in its BatchNorm blobs): folded_out and
+    folded_out.prototxt."""
+    import caffe
+
+    folded_param, params = fold_batchnorm(net_param, net)
+    folded_model = folded_out.with_suffix(".prototxt")
+    write_text_atomic(folded_model, str(folded_param))
+    folded_net = caffe.Net(str(folded_model), caffe.TEST)
+    for name in folded_net.params:
+        source = params.get(name) or [b.data for b in net.params[name]]
+        for blob, value in zip(folded_net.params[name], source):
+            blob.data[...] = value
+    with atomic_path(folded_out) as tmp:
+        folded_net.save(str(tmp))
+    return {"folded_weights": str(folded_out), "folded_model": str(folded_model)}
 
 
 def lmdb_batches(source: Path, batch: int, data_blob: str = "data", label_blob: str | None = None

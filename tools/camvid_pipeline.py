@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 
-from tools.runio import fail, set_caffe_mode, write_text_atomic
+from tools.camvid import SPLITS
+from tools.runio import fail, load_net_param, set_caffe_mode, write_text_atomic
 
 TOOL = "camvid_pipeline"
 TABLE1 = {"segnet-basic", "segnet-basic-single-channel-decoder", "segnet-basic-encoder-addition",
@@ -134,11 +136,21 @@ def run_train(args) -> int:
         return 130
     best = run / "best.caffemodel"
     log(f"[pipeline] best validation G {100 * (state['best_val_global_accuracy'] or 0):.1f} at iteration "
-        f"{state['best_iteration']}; BatchNorm statistics over the training set")
+        f"{state['best_iteration']}; inference weights with full-pass BatchNorm statistics")
     t2 = time.perf_counter()
-    batches, total = bn_stats.lmdb_batches(train_src, batch=cfg.batch)
-    bn_stats.compute(run / "net" / "deploy.prototxt", best, batches, run / "inference.caffemodel",
-                     folded_out=run / "deploy_folded.caffemodel", total=total)
+    deploy = run / "net" / "deploy.prototxt"
+    if state["best_val_global_accuracy"] is not None:
+        # The validation that chose best.caffemodel already put full-pass statistics (tools.train.Validator,
+        # the same rule and data) into it: no second pass, only the folded deploy pair.
+        import caffe
+
+        shutil.copyfile(best, run / "inference.caffemodel")
+        net = caffe.Net(str(deploy), caffe.TEST, weights=str(best))
+        bn_stats.write_folded(load_net_param(deploy), net, run / "deploy_folded.caffemodel")
+    else:
+        batches, total = bn_stats.lmdb_batches(train_src, batch=cfg.batch)
+        bn_stats.compute(deploy, best, batches, run / "inference.caffemodel",
+                         folded_out=run / "deploy_folded.caffemodel", total=total)
     timings["bn_stats_s"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     result = evaluate_split(run / "net" / "deploy.prototxt", run / "inference.caffemodel", camvid, "test",
@@ -199,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--weights", type=Path, required=True)
     e.add_argument("--deploy", type=Path, help="deploy prototxt matching --weights (default: the run's, or a "
                    "generated one; tools.convert_weights writes one next to a converted model)")
-    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--split", default="test", choices=SPLITS)
     args = parser.parse_args(argv)
     try:
         from prototxt import ARCHS
