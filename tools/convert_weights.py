@@ -215,11 +215,8 @@ class TargetLayer:
 
 
 def _generator():
-    try:
-        from prototxt import ARCHS, Options, build_net
-    except ImportError:  # the package's re-exports; the registry holds the same names
-        from prototxt.options import Options
-        from prototxt.registry import ARCHS, build_net
+    from prototxt import ARCHS, Options, build_net
+
     return ARCHS, Options, build_net
 
 

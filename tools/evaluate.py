@@ -25,7 +25,7 @@ from tqdm import tqdm
 from tools import camvid
 from tools.metrics import (BF_RULES, BF_TOLERANCE, BF_VOID_MODES, BoundaryStats, MetricAccumulator,
                            boundary_stats, confusion_matrix)
-from tools.runio import atomic_path, write_text_atomic
+from tools.runio import atomic_path, fail, write_text_atomic
 
 
 class EvaluationError(ValueError):
@@ -302,8 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out is not None:
             write_outputs(result, args.out)
     except (EvaluationError, camvid.CamVidError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        fail("evaluate", str(e))
     table = format_table(result)
     if args.json:
         print(table, file=sys.stderr)

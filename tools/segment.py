@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from tools import camvid
 from tools.camvid_to_lmdb import interpolation_for
-from tools.runio import atomic_path
+from tools.runio import atomic_path, fail
 
 
 class SegmentError(ValueError):
@@ -193,8 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         written = segment_images(net, paths, args.out, args.alpha, args.interpolation,
                                  progress=sys.stderr.isatty())
     except (SegmentError, camvid.CamVidError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        fail("segment", str(e))
     if args.json:
         print(json.dumps({"out": str(args.out), "legend": str(args.out / "legend.png"), "images": written}))
     else:
