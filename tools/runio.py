@@ -113,6 +113,28 @@ def provenance() -> dict:
     }
 
 
+def fault_point(name: str, count: int) -> None:
+    """Test-only hook for the fault-injection suite (tests/test_faults.py): with SEGNET_FAULT=NAME:COUNT in the
+    environment, the process kills itself with SIGKILL (or SEGNET_FAULT_SIGNAL, e.g. SIGTERM) when it reaches
+    this point with this count. Deterministic kill points, without timing races; a no-op otherwise."""
+    if os.environ.get("SEGNET_FAULT") == f"{name}:{count}":
+        import signal
+
+        os.kill(os.getpid(), getattr(signal, os.environ.get("SEGNET_FAULT_SIGNAL", "SIGKILL")))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file; a torn last line (a kill mid-append) is dropped."""
+    records = []
+    if Path(path).is_file():
+        for line in Path(path).read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return records
+
+
 def append_jsonl(path: Path, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")

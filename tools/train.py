@@ -1,23 +1,34 @@
 """Train a generated network with Caffe's SGD solver, driven from Python, into a self-contained run folder.
 
-The run folder holds everything needed to reproduce the run: config.json (every setting), provenance.json (git
-commit, Caffe build, package versions, machine), net/ (the train and deploy prototxts and the solver exactly as
-used), snapshots/ (caffemodel + solverstate every --snapshot-every iterations), best.caffemodel (the iteration with
-the best validation global accuracy: the paper's model selection, §3.3), last.caffemodel/.solverstate,
-scalars.jsonl (one JSON record per logged iteration and per validation), train.log and curve.png.
+The run folder is its own contract. config.json holds every setting that defines the run, written once when the
+run starts; provenance.json (git commit, Caffe build, package versions, machine), net/ (the train and deploy
+prototxts and the solver exactly as used), snapshots/ (caffemodel + solverstate + state every --snapshot-every
+iterations and at every validation), best.caffemodel (the iteration with the best validation global accuracy:
+the paper's model selection, §3.3), last.caffemodel/.solverstate, scalars.jsonl (one JSON record per logged
+iteration and per validation), train.log and curve.png.
+
+Running the same command again on a run folder resumes it from its newest intact snapshot and finishes it, on the
+same batch sequence (the data layer is a pure function of seed and iteration), so an interrupted run (Ctrl-C,
+SIGTERM, a kill, a power cut) ends with the same weights as an uninterrupted one. A command with other settings
+is refused with the difference; --restart starts the run over. Snapshots are written by Caffe into
+snapshots/.writing/ and moved into place only when whole, so a kill never leaves a torn snapshot; a snapshot that
+does not read back is skipped (and named) on resume.
 
 Each validation first computes BatchNorm statistics from a full pass over the training set with the current
-weights (tools.bn_stats), as the paper does before every evaluation; best.caffemodel holds those statistics.
-SIGINT/SIGTERM write a snapshot and exit cleanly; `--resume` continues a run folder from its last snapshot on the
-same batch sequence (the data layer is a pure function of seed and iteration).
+weights (tools.bn_stats), as the paper does before every evaluation; best.caffemodel holds those statistics. The
+pass runs through the training net itself (same batch, so the same statistics as a separate pass net, without a
+second copy of the training activations), and the scoring net is a deploy net at batch 1, built for the
+validation and released after it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import math
+import os
 import resource
 import shutil
 import signal
@@ -28,9 +39,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.runio import append_jsonl, atomic_path, fail, gpu_device, provenance, set_caffe_mode, write_text_atomic
+from tools.runio import (append_jsonl, atomic_path, fail, fault_point, gpu_device, provenance, read_jsonl,
+                         set_caffe_mode, write_text_atomic)
 
 TOOL = "train"
+CLASS_WEIGHTS = ("published", "recomputed", "none")
+
+
+class RunError(ValueError):
+    """A run folder or setting that cannot be used; the message says why and what to do."""
 
 
 @dataclass
@@ -42,6 +59,7 @@ class TrainConfig:
     width: int = 480
     classes: int = 11
     batch: int = 12
+    iter_size: int = 1            # Caffe's iter_size: gradients of iter_size batches per update
     max_iter: int = 10000
     base_lr: float = 0.1
     momentum: float = 0.9
@@ -59,13 +77,61 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise RunError(f"{path}: not a readable run configuration ({e})") from None
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    def resolved(self) -> "TrainConfig":
+        """The same settings with absolute paths, as stored in config.json."""
+        return dataclasses.replace(self, train_source=_abs(self.train_source), val_source=_abs(self.val_source),
+                                   init_weights=_abs(self.init_weights))
 
-class StopRequested(Exception):
-    pass
+    def check(self, sources: bool = True) -> None:
+        """RunError naming the first setting that cannot work; nothing is written before this passes.
+        `sources=False` skips the LMDB checks (the pipeline makes them after checking the rest)."""
+        from prototxt import ARCHS
+
+        if self.arch not in ARCHS:
+            raise RunError(f"unknown --arch '{self.arch}' (choose from {', '.join(ARCHS)})")
+        for name in ("height", "width", "classes", "batch", "iter_size", "max_iter", "log_every",
+                     "snapshot_every", "val_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise RunError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value}")
+        if self.classes < 2:
+            raise RunError(f"--classes must be >= 2, got {self.classes}")
+        for name in ("base_lr", "momentum", "weight_decay"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (name == "base_lr" and value == 0):
+                raise RunError(f"--{name.replace('base_', '').replace('_', '-')} must be a finite number "
+                               f"{'> 0' if name == 'base_lr' else '>= 0'}, got {value}")
+        if self.class_weights not in CLASS_WEIGHTS and not Path(self.class_weights).is_file():
+            raise RunError(f"--class-weights '{self.class_weights}': not one of {', '.join(CLASS_WEIGHTS)} "
+                           "nor an existing file")
+        if self.init_weights and not Path(self.init_weights).is_file():
+            raise RunError(f"{self.init_weights}: --init-weights file not found")
+        if not sources:
+            return
+        if not self.train_source:
+            raise RunError("--train-source is required (an LMDB pair made by tools.camvid_to_lmdb)")
+        for source in filter(None, (self.train_source, self.val_source)):
+            meta = Path(source) / "meta.json"
+            if not (Path(source) / "images").is_dir() or not meta.is_file():
+                raise RunError(f"{source}: not an LMDB pair (no images/ or meta.json inside; make one with "
+                               "tools.camvid_to_lmdb)")
+            size = json.loads(meta.read_text())
+            if (size.get("height"), size.get("width")) != (self.height, self.width):
+                raise RunError(f"{source}: holds {size.get('height')}x{size.get('width')} images, the run trains "
+                               f"at {self.height}x{self.width} (--height/--width)")
+
+
+def config_diff(stored: TrainConfig, wanted: TrainConfig) -> list[str]:
+    """`name: stored -> wanted` for every setting that differs."""
+    a, b = dataclasses.asdict(stored), dataclasses.asdict(wanted)
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]
 
 
 def _abs(path: str) -> str:
@@ -82,7 +148,9 @@ def _set_data_param(net_param, **updates) -> None:
 
 
 def write_nets(cfg: TrainConfig, run: Path, start_iter: int = 0) -> dict[str, Path]:
-    """Generate train/deploy prototxts and the solver for this run (absolute paths, so the folder stands alone)."""
+    """Generate train/deploy prototxts and the solver for this run (absolute paths, so the folder stands alone).
+
+    Caffe writes snapshots under snapshots/.writing/; `_commit_snapshot` moves them into place when whole."""
     from prototxt import Options, build_net, build_solver
 
     net_dir = run / "net"
@@ -96,19 +164,22 @@ def write_nets(cfg: TrainConfig, run: Path, start_iter: int = 0) -> dict[str, Pa
             src = Path(layer.infogain_loss_param.source)
             if not src.is_absolute():
                 layer.infogain_loss_param.source = str((Path(__file__).resolve().parent.parent / src).resolve())
-    _set_data_param(train, start_iter=start_iter, cache=True)
+    # The data layer counts forward passes: iter_size of them per solver iteration.
+    _set_data_param(train, start_iter=start_iter * cfg.iter_size, cache=True)
     deploy = build_net(cfg.arch, Options(split="deploy", batch=1, **common))
     paths = {"train": net_dir / "train.prototxt", "deploy": net_dir / "deploy.prototxt",
              "solver": net_dir / "solver.prototxt"}
     write_text_atomic(paths["train"], str(train))
     write_text_atomic(paths["deploy"], str(deploy))
     solver = build_solver(cfg.arch, train_opts, train_net=str(paths["train"].resolve()),
-                          snapshot_prefix=str((run / "snapshots" / "iter").resolve()), max_iter=cfg.max_iter)
+                          snapshot_prefix=str((run / "snapshots" / ".writing" / "iter").resolve()),
+                          max_iter=cfg.max_iter)
     solver.base_lr = cfg.base_lr
     solver.momentum = cfg.momentum
     solver.weight_decay = cfg.weight_decay
     solver.lr_policy = "fixed"
     solver.random_seed = cfg.seed
+    solver.iter_size = cfg.iter_size
     solver.snapshot = 0  # snapshots are taken by this tool (it also keeps best/last)
     solver.display = 0
     solver.ClearField("test_net")
@@ -124,23 +195,21 @@ class Validator:
     with the current weights, then G, C and mIoU on the validation split.
 
     BVLC's moving averages (moving_average_fraction 0.999) are no substitute early in training: after a few
-    hundred iterations they are close to a uniform average over every past iteration's weights, and scored the
-    validation split far below the full-pass statistics in a quick-preset run (15 % against 51 % global accuracy at
-    iteration 400). The validation nets hold copies of the weights, so the training net is never touched.
+    hundred iterations they are close to a uniform average over every past iteration's weights.
+
+    Memory: the statistics pass runs through the training net itself (its BatchNorm layers already normalise with
+    batch statistics, at the training batch, exactly as a separate pass net would), from the layer after the data
+    layer, and the moving averages it would update are put back; nets with dropout use a separate pass net, since
+    the training net would sample masks. The mini-batch of the pass matters: every BatchNorm after the first sees
+    inputs normalised by the statistics of its batch, so the pass keeps the training batch (docs/memory.md).
+    Scoring uses a deploy net at batch 1, built here and released after each validation.
     """
 
-    def __init__(self, deploy: Path, train_source: str, val_source: str, classes: int, batch: int):
-        import caffe
-
-        from tools.bn_stats import in_batch_mode
+    def __init__(self, deploy: Path, train_source: str, val_source: str, classes: int, batch: int,
+                 dropout: bool = False):
         from tools.lmdb_io import PairReader
-        from tools.runio import load_net_param
 
-        self.net = caffe.Net(str(deploy), caffe.TEST)
-        pass_param = deploy.with_name("bn_pass.prototxt")
-        write_text_atomic(pass_param, str(in_batch_mode(load_net_param(deploy))))
-        self.pass_net = caffe.Net(str(pass_param), caffe.TEST)
-        self.train_source, self.batch = train_source, batch
+        self.deploy, self.train_source, self.batch, self.dropout = deploy, train_source, batch, dropout
         self.reader = PairReader(val_source, cache=True)
         self.classes = classes
 
@@ -150,74 +219,252 @@ class Validator:
             for dst, src in zip(blobs, source.params[name]):
                 dst.data[...] = src.data
 
-    def __call__(self, train_net) -> dict:
-        from tools import bn_stats, metrics
+    def statistics(self, train_net) -> dict:
+        from tools import bn_stats
+        from tools.nets import net_from_param
+        from tools.runio import load_net_param
 
-        for net in (self.pass_net, self.net):
-            self._copy_weights(train_net, net)
         batches, _ = bn_stats.lmdb_batches(Path(self.train_source), self.batch)
-        moments = bn_stats.accumulate(self.pass_net, batches)
-        bn_stats.write_statistics(self.net, moments)
-        acc = metrics.MetricAccumulator(num_classes=self.classes, boundary=False)
-        for i in range(len(self.reader)):
-            image, label = self.reader[i]
-            self.net.blobs["data"].data[0] = image
-            prob = self.net.forward()["prob"][0]
-            acc.update(label[0], prob.argmax(axis=0))
-        cm = acc.cm
-        return {"val_global_accuracy": metrics.global_accuracy(cm),
-                "val_class_average_accuracy": metrics.class_average_accuracy(cm),
-                "val_mean_iou": metrics.mean_iou(cm)}
+        if self.dropout:
+            pass_net = net_from_param(bn_stats.in_batch_mode(load_net_param(self.deploy)))
+            self._copy_weights(train_net, pass_net)
+            moments = bn_stats.accumulate(pass_net, batches)
+            del pass_net
+            return moments
+        names = list(train_net._layer_names)
+        first = names[next(i for i, name in enumerate(names) if "data" in train_net.top_names[name]) + 1]
+        kept = {name: [b.data.copy() for b in train_net.params[name]]
+                for name, layer in zip(names, train_net.layers) if layer.type == "BatchNorm"}
+        try:
+            return bn_stats.accumulate(train_net, batches, first=first)
+        finally:
+            for name, arrays in kept.items():
+                for blob, array in zip(train_net.params[name], arrays):
+                    blob.data[...] = array
+
+    def __call__(self, train_net, iteration: int, save_if_better=None) -> dict:
+        """Metrics of the current weights; `save_if_better(metrics)` returns a path to save the scored net to."""
+        from tools import bn_stats, metrics
+        from tools.nets import load_net
+
+        moments = self.statistics(train_net)
+        fault_point("validation-statistics", iteration)
+        net = load_net(self.deploy)
+        try:
+            self._copy_weights(train_net, net)
+            bn_stats.write_statistics(net, moments)
+            acc = metrics.MetricAccumulator(num_classes=self.classes, boundary=False)
+            for i in range(len(self.reader)):
+                image, label = self.reader[i]
+                net.blobs["data"].data[0] = image
+                prob = net.forward()["prob"][0]
+                acc.update(label[0], prob.argmax(axis=0))
+            cm = acc.cm
+            result = {"val_global_accuracy": metrics.global_accuracy(cm),
+                      "val_class_average_accuracy": metrics.class_average_accuracy(cm),
+                      "val_mean_iou": metrics.mean_iou(cm)}
+            target = save_if_better(result) if save_if_better else None
+            if target is not None:
+                with atomic_path(target) as tmp:  # weights + their full-pass statistics
+                    net.save(str(tmp))
+            return result
+        finally:
+            del net
+            gc.collect()
 
 
-def _memory_mb() -> float:
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (MB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _snapshot(solver, run: Path) -> Path:
-    """Snapshot through Caffe (caffemodel + solverstate) and point last.* at it."""
+def _stem(run: Path, iteration: int) -> Path:
+    return run / "snapshots" / f"iter_iter_{iteration}"
+
+
+def _commit_snapshot(solver, run: Path, state: dict) -> Path:
+    """Snapshot through Caffe into snapshots/.writing/, then move it into place whole: the caffemodel first, then
+    the snapshot's state, then the solverstate (rewritten to name the caffemodel's final path). A solverstate in
+    snapshots/ therefore always has its weights and state beside it; a kill at any point leaves at most an
+    unfinished .writing/ that the next start clears."""
+    from caffe.proto import caffe_pb2
+
+    it = solver.iter
     solver.snapshot()
-    stem = run / "snapshots" / f"iter_iter_{solver.iter}"
+    writing = run / "snapshots" / ".writing" / f"iter_iter_{it}"
+    fault_point("snapshot-written", it)
+    stem = _stem(run, it)
+    os.replace(writing.with_suffix(".caffemodel"), stem.with_suffix(".caffemodel"))
+    fault_point("snapshot-model-moved", it)
+    write_text_atomic(stem.with_suffix(".state.json"), json.dumps(state, indent=2))
+    solver_state = caffe_pb2.SolverState()
+    solver_state.ParseFromString(writing.with_suffix(".solverstate").read_bytes())
+    solver_state.learned_net = str(stem.with_suffix(".caffemodel"))
+    with atomic_path(stem.with_suffix(".solverstate")) as tmp:
+        tmp.write_bytes(solver_state.SerializeToString())
+    writing.with_suffix(".solverstate").unlink()
     for suffix in (".caffemodel", ".solverstate"):
         with atomic_path(run / f"last{suffix}") as tmp:
             shutil.copyfile(stem.with_suffix(suffix), tmp)
     return stem
 
 
-def _latest_snapshot(run: Path) -> Path | None:
-    states = sorted((run / "snapshots").glob("iter_iter_*.solverstate"),
-                    key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-    return states[-1] if states else None
+def _snapshot_candidates(run: Path) -> list[tuple[int, Path]]:
+    found = []
+    for path in (run / "snapshots").glob("iter_iter_*.solverstate"):
+        try:
+            found.append((int(path.stem.rsplit("_", 1)[1]), path))
+        except ValueError:
+            pass
+    return sorted(found, reverse=True)
 
 
-def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter: int | None = None) -> dict:
-    """Train into `run`; returns the final state (iterations, best validation accuracy and its iteration).
+def check_snapshot(path: Path, net) -> tuple[int, dict]:
+    """(iteration, state) of an intact snapshot of `net`; RunError saying what is wrong otherwise."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf.message import DecodeError
 
-    With `resume`, the run folder's config.json wins over `cfg`; `max_iter` may extend (or shorten) it.
-    """
+    from tools.nets import WeightsError, check_weights
+
+    solver_state = caffe_pb2.SolverState()
+    try:
+        solver_state.ParseFromString(path.read_bytes())
+    except (OSError, DecodeError, RuntimeError, ValueError):
+        raise RunError(f"{path.name} does not parse (torn or corrupt)") from None
+    expected = [b.data.size for blobs in net.params.values() for b in blobs]
+    history = [len(h.data) for h in solver_state.history]
+    if history != expected:
+        raise RunError(f"{path.name} holds {len(history)} solver history blobs, the net has {len(expected)} "
+                       "learnable blobs of other sizes (torn, or another net)")
+    weights = Path(solver_state.learned_net)
+    if not weights.is_file():
+        raise RunError(f"{path.name}: its weights {weights.name} are missing")
+    try:
+        check_weights(net, weights)
+    except WeightsError as e:
+        raise RunError(f"{path.name}: {e}") from None
+    state_path = path.with_name(path.stem + ".state.json")
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise RunError(f"{path.name}: its state {state_path.name} is missing or torn") from None
+    if solver_state.iter != state.get("iteration"):
+        raise RunError(f"{path.name}: solver at iteration {solver_state.iter}, state at {state.get('iteration')}")
+    return solver_state.iter, state
+
+
+RUN_OUTPUTS = ("config.json", "provenance.json", "state.json", "scalars.jsonl", "train.log", "curve.png",
+               "best.caffemodel", "last.caffemodel", "last.solverstate", "snapshots", "net", "inference.caffemodel",
+               "deploy_folded.caffemodel", "deploy_folded.prototxt", "eval", "timings.json")
+
+
+def clear_run(run: Path) -> None:
+    """Remove what a run wrote into `run` (for --restart); other files (the pipeline's lmdb/) stay."""
+    for name in RUN_OUTPUTS:
+        path = run / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def prepare_run(cfg: TrainConfig, run: Path, resume: bool = False, restart: bool = False, sources: bool = True
+                ) -> tuple[TrainConfig, bool]:
+    """The run folder's contract: (settings to use, whether the folder continues an earlier start).
+
+    A folder with config.json continues when the settings agree, is refused with the difference when they do not
+    (restart=True starts it over), and `resume` takes the stored settings as they are. Invalid settings and
+    `resume` on a folder that is no run are refused before anything is written."""
+    config_path = run / "config.json"
+    if resume:
+        if not config_path.is_file():
+            raise RunError(f"{run}: no config.json, not a run folder to resume (run without --resume to start it)")
+        stored = TrainConfig.load(config_path)
+        stored.check()
+        return stored, True
+    cfg = cfg.resolved()
+    cfg.check(sources=sources)
+    if config_path.is_file() and not restart:
+        stored = TrainConfig.load(config_path)
+        diff = config_diff(stored, cfg)
+        if diff:
+            shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+            raise RunError(f"{run}: already a run with other settings ({shown}); run the same command to resume "
+                           "it, add --restart to start it over, or choose another run folder")
+        return stored, True
+    if restart:
+        clear_run(run)
+    return cfg, False
+
+
+def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter: int | None = None,
+          restart: bool = False, memory_check: bool = True) -> dict:
+    """Train into `run` until cfg.max_iter and return the final state (iterations, best validation accuracy and
+    its iteration; `stopped_by` when a signal stopped this invocation). Started again with the same settings, it
+    continues from the newest intact snapshot. `resume` takes the run folder's stored settings; `max_iter` may
+    then extend (or shorten) the run."""
     import caffe
 
     run = run.resolve()
-    (run / "snapshots").mkdir(parents=True, exist_ok=True)
+    cfg, continuing = prepare_run(cfg, run, resume=resume, restart=restart)
+    if resume and max_iter is not None and max_iter != cfg.max_iter:
+        if max_iter < 1:
+            raise RunError(f"--max-iter must be >= 1, got {max_iter}")
+        cfg.max_iter = max_iter
+        write_text_atomic(run / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
     state_path = run / "state.json"
-    state = {"iteration": 0, "best_val_global_accuracy": None, "best_iteration": None}
-    snapshot = None
-    if resume:
-        if not (run / "config.json").is_file():
-            raise FileNotFoundError(f"{run}: no config.json, not a run folder to resume")
-        cfg = TrainConfig.load(run / "config.json")
-        if max_iter is not None and max_iter != cfg.max_iter:
-            cfg.max_iter = max_iter
-            write_text_atomic(run / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
-        snapshot = _latest_snapshot(run)
-        if state_path.is_file():
-            state.update(json.loads(state_path.read_text()))
-        if snapshot is not None:
-            state["iteration"] = int(snapshot.stem.rsplit("_", 1)[1])
-    else:
+    if continuing and state_path.is_file():
+        finished = json.loads(state_path.read_text())
+        if finished.get("complete") and finished.get("iteration") == cfg.max_iter and (run / "best.caffemodel").is_file():
+            finished.pop("stopped_by", None)
+            return finished
+    if memory_check and not continuing:
+        from tools.memory import preflight
+
+        preflight(cfg, log=log)
+    shutil.rmtree(run / "snapshots" / ".writing", ignore_errors=True)
+    (run / "snapshots" / ".writing").mkdir(parents=True, exist_ok=True)
+
+    state = {"iteration": 0, "best_val_global_accuracy": None, "best_iteration": None, "validated": 0}
+    set_caffe_mode()
+    caffe.set_random_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    solver, messages = None, []
+    for iteration, candidate in (_snapshot_candidates(run) if continuing else []):
+        paths = write_nets(cfg, run, start_iter=iteration)
+        solver = caffe.SGDSolver(str(paths["solver"]))
+        try:
+            it, snap_state = check_snapshot(candidate, solver.net)
+        except RunError as e:
+            messages.append(f"[train] skipped snapshot {e}")
+            solver = None
+            continue
+        solver.restore(str(candidate))
+        state.update(snap_state)
+        messages.append(f"[train] resumed {run.name} at iteration {it} from {candidate.name}")
+        break
+    if solver is None:
+        paths = write_nets(cfg, run, start_iter=0)
+        solver = caffe.SGDSolver(str(paths["solver"]))
+        from prototxt import bilinear_surgery
+
+        # Learnt bilinear deconvolutions start as channel-wise interpolation (fcn's surgery.interp).
+        changed = bilinear_surgery(solver.net, paths["train"])
+        if changed:
+            messages.append(f"[train] bilinear initialisation of {', '.join(changed)}")
+        if cfg.init_weights:
+            from tools.init_weights import init_from_vgg16
+
+            report = init_from_vgg16(solver.net, Path(cfg.init_weights), cfg.arch, force=cfg.init_force)
+            messages.append(f"[train] encoder initialised from {cfg.init_weights}: {report}")
+        # The run exists from here on: everything that could refuse the settings has run.
         write_text_atomic(run / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
         write_text_atomic(run / "provenance.json", json.dumps(provenance(), indent=2))
         (run / "scalars.jsonl").unlink(missing_ok=True)
+    else:  # forget what was logged after the snapshot: it is recomputed, identically
+        kept = [r for r in read_jsonl(run / "scalars.jsonl")
+                if r["iteration"] < solver.iter or ("loss" in r and r["iteration"] == solver.iter)]
+        write_text_atomic(run / "scalars.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
     console = log
     log_file = open(run / "train.log", "a")
@@ -227,28 +474,9 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter
         log_file.write(message + "\n")
         log_file.flush()
 
-    start_iter = state["iteration"]
-    paths = write_nets(cfg, run, start_iter=start_iter)
-    set_caffe_mode()
-    caffe.set_random_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    solver = caffe.SGDSolver(str(paths["solver"]))
-    if snapshot is not None:
-        solver.restore(str(snapshot))
-        log(f"[train] resumed {run.name} at iteration {solver.iter} from {snapshot.name}")
-    else:
-        from prototxt import bilinear_surgery
-
-        # Learnt bilinear deconvolutions start as channel-wise interpolation (fcn's surgery.interp).
-        changed = bilinear_surgery(solver.net, paths["train"])
-        if changed:
-            log(f"[train] bilinear initialisation of {', '.join(changed)}")
-        if cfg.init_weights:
-            from tools.init_weights import init_from_vgg16
-
-            report = init_from_vgg16(solver.net, Path(cfg.init_weights), cfg.arch, force=cfg.init_force)
-            log(f"[train] encoder initialised from {cfg.init_weights}: {report}")
-    validator = (Validator(paths["deploy"], cfg.train_source, cfg.val_source, cfg.classes, cfg.batch)
+    for message in messages:
+        log(message)
+    validator = (Validator(paths["deploy"], cfg.train_source, cfg.val_source, cfg.classes, cfg.batch, cfg.dropout)
                  if cfg.val_source else None)
 
     stop = {"signal": None}
@@ -256,62 +484,86 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter
     def on_signal(signum, _frame):
         stop["signal"] = signal.Signals(signum).name
 
+    def due(it: int, every: int) -> bool:
+        return it % every == 0 or it == cfg.max_iter
+
+    def validate(it: int) -> None:
+        def save_if_better(v):
+            best = state["best_val_global_accuracy"]
+            if best is None or v["val_global_accuracy"] > best:
+                state.update(best_val_global_accuracy=v["val_global_accuracy"], best_iteration=it)
+                return run / "best.caffemodel"
+            return None
+
+        before = peak_rss_mb()
+        v = validator(solver.net, it, save_if_better)
+        v.update(iteration=it, peak_rss_before_mb=before, peak_rss_after_mb=peak_rss_mb())
+        state["validated"] = it
+        append_jsonl(run / "scalars.jsonl", v)
+        log(f"[train] validation at {it}: G {100 * v['val_global_accuracy']:.1f}  "
+            f"C {100 * v['val_class_average_accuracy']:.1f}  mIoU {100 * v['val_mean_iou']:.1f}  "
+            f"(best G at {state['best_iteration']})")
+
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     losses: list[float] = []
     t_last = time.perf_counter()
     t_start = t_last
     it_start = solver.iter
+    snapped = solver.iter if continuing and solver.iter else -1
     try:
-        while solver.iter < cfg.max_iter:
+        # A snapshot taken just before a validation that never finished: validate now.
+        if validator is not None and solver.iter and due(solver.iter, cfg.val_every) \
+                and state.get("validated", 0) < solver.iter:
+            validate(solver.iter)
+        while solver.iter < cfg.max_iter and not stop["signal"]:
             solver.step(1)
+            it = solver.iter
+            fault_point("step", it)
             loss = float(solver.net.blobs["loss"].data)
             if not math.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss} at iteration {solver.iter}; lower --lr")
+                raise FloatingPointError(f"loss is {loss} at iteration {it}; lower --lr")
             losses.append(loss)
-            it = solver.iter
-            if it % cfg.log_every == 0 or it == cfg.max_iter:
+            state["iteration"] = it
+            if due(it, cfg.log_every):
                 now = time.perf_counter()
                 per_iter = (now - t_last) / len(losses)
                 eta = (cfg.max_iter - it) * (now - t_start) / max(it - it_start, 1)
                 record = {"iteration": it, "loss": float(np.mean(losses)), "lr": cfg.base_lr,
-                          "time_per_iter_s": per_iter, "eta_s": eta, "max_rss_mb": _memory_mb(),
-                          "epoch": it * cfg.batch / _dataset_size(cfg.train_source)}
+                          "time_per_iter_s": per_iter, "eta_s": eta, "max_rss_mb": peak_rss_mb(),
+                          "epoch": it * cfg.batch * cfg.iter_size / _dataset_size(cfg.train_source)}
                 append_jsonl(run / "scalars.jsonl", record)
                 log(f"[train] iter {it:>6}/{cfg.max_iter}  loss {record['loss']:.4f}  lr {cfg.base_lr:g}  "
                     f"{per_iter:.2f} s/iter  ETA {_hms(eta)}  epoch {record['epoch']:.1f}  "
                     f"mem {record['max_rss_mb']:.0f} MB")
                 losses, t_last = [], now
-            if it % cfg.snapshot_every == 0 or it == cfg.max_iter:
-                _snapshot(solver, run)
-            if validator is not None and (it % cfg.val_every == 0 or it == cfg.max_iter):
-                v = validator(solver.net)
-                v["iteration"] = it
-                best = state["best_val_global_accuracy"]
-                if best is None or v["val_global_accuracy"] > best:
-                    state.update(best_val_global_accuracy=v["val_global_accuracy"], best_iteration=it)
-                    with atomic_path(run / "best.caffemodel") as tmp:  # weights + their full-pass statistics
-                        validator.net.save(str(tmp))
-                append_jsonl(run / "scalars.jsonl", v)
-                log(f"[train] validation at {it}: G {100 * v['val_global_accuracy']:.1f}  "
-                    f"C {100 * v['val_class_average_accuracy']:.1f}  mIoU {100 * v['val_mean_iou']:.1f}  "
-                    f"(best G at {state['best_iteration']})")
-            state["iteration"] = it
+            val_due = validator is not None and due(it, cfg.val_every)
+            if due(it, cfg.snapshot_every) or val_due or stop["signal"]:
+                _commit_snapshot(solver, run, state)
+                snapped = it
+            if val_due:
+                validate(it)
             write_text_atomic(state_path, json.dumps(state, indent=2))
-            if stop["signal"]:
-                _snapshot(solver, run)
-                log(f"[train] {stop['signal']}: snapshot at iteration {it} written; resume with --resume")
-                state["stopped_by"] = stop["signal"]
-                break
+        if stop["signal"] and snapped != solver.iter:
+            _commit_snapshot(solver, run, state)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
         log_file.close()
-    if validator is None and not stop["signal"]:
+    if stop["signal"] and solver.iter < cfg.max_iter:
+        console(f"[train] {stop['signal']}: snapshot at iteration {solver.iter} written; run the same command "
+                "again to continue")
+        state["stopped_by"] = stop["signal"]
+        write_text_atomic(state_path, json.dumps(state, indent=2))
+        return state
+    if validator is None:
         with atomic_path(run / "best.caffemodel") as tmp:  # no validation: the last iteration is the model
             solver.net.save(str(tmp))
         state["best_iteration"] = solver.iter
+    state["complete"] = True
     write_text_atomic(state_path, json.dumps(state, indent=2))
     plot_curve(run)
+    del solver, validator
+    gc.collect()
     return state
 
 
@@ -372,12 +624,17 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m tools.train", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, type=Path, help="run folder (created; with --resume, continued)")
-    p.add_argument("--resume", action="store_true", help="continue --run from its last snapshot (its config wins)")
+    p.add_argument("--run", required=True, type=Path,
+                   help="run folder: created, or continued when it holds a run with the same settings")
+    p.add_argument("--resume", action="store_true", help="continue --run with its stored settings (no other "
+                   "option needed; --max-iter may extend it)")
+    p.add_argument("--restart", action="store_true", help="start --run over when it holds a run with other "
+                   "settings (deletes that run's snapshots, weights and logs)")
     p.add_argument("--arch", default=d.arch, help=f"architecture (default {d.arch}; see python -m prototxt --help)")
-    p.add_argument("--train-source", help="training LMDB pair (tools.camvid_to_lmdb --split train)")
+    p.add_argument("--train-source", default="", help="training LMDB pair (tools.camvid_to_lmdb --split train)")
     p.add_argument("--val-source", default="", help="validation LMDB pair; omit to skip validation")
-    for name in ("height", "width", "classes", "batch", "max_iter", "seed", "log_every", "snapshot_every", "val_every"):
+    for name in ("height", "width", "classes", "batch", "iter_size", "max_iter", "seed", "log_every",
+                 "snapshot_every", "val_every"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     p.add_argument("--lr", dest="base_lr", type=float, default=d.base_lr, help="fixed learning rate (default 0.1)")
     p.add_argument("--momentum", type=float, default=d.momentum)
@@ -389,36 +646,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "released VGG16 (its size and sha256 are checked otherwise)")
     p.add_argument("--dropout", action="store_true", help="dropout 0.5 where Bayesian SegNet puts it")
     p.add_argument("--no-batchnorm", dest="batchnorm", action="store_false")
+    p.add_argument("--no-memory-check", dest="memory_check", action="store_false",
+                   help="start even when the estimated memory exceeds what the machine has free")
     p.add_argument("--json", action="store_true", help="print the final state as JSON on stdout")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.resume:
-        cfg = TrainConfig()
-    else:
-        if not args.train_source:
-            fail(TOOL, "--train-source is required (an LMDB pair made by tools.camvid_to_lmdb)")
-        for source in filter(None, (args.train_source, args.val_source)):
-            if not (Path(source) / "images").is_dir():
-                fail(TOOL, f"{source}: not an LMDB pair (no images/ inside; make one with tools.camvid_to_lmdb)")
-        if (args.run / "config.json").exists():
-            fail(TOOL, f"{args.run}: already a run folder; use --resume or another --run")
-        from prototxt import ARCHS
+    from tools.nets import WeightsError
 
-        if args.arch not in ARCHS:
-            fail(TOOL, f"unknown --arch '{args.arch}' (choose from {', '.join(ARCHS)})")
-        for name in ("batch", "max_iter", "log_every", "snapshot_every", "val_every", "height", "width"):
-            if getattr(args, name) < 1:
-                fail(TOOL, f"--{name.replace('_', '-')} must be >= 1")
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    args = build_parser().parse_args(argv)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    extend = args.max_iter if args.resume and args.max_iter != TrainConfig.max_iter else None
     try:
         state = train(cfg, args.run, resume=args.resume, log=lambda m: print(m, file=sys.stderr, flush=True),
-                      max_iter=args.max_iter if args.resume and args.max_iter != TrainConfig.max_iter else None)
-    except (FileNotFoundError, ValueError, FloatingPointError) as e:
+                      max_iter=extend, restart=args.restart, memory_check=args.memory_check)
+    except (FileNotFoundError, ValueError, FloatingPointError, WeightsError, MemoryError) as e:
         fail(TOOL, str(e))
+    except OSError as e:
+        fail(TOOL, f"{e.filename or args.run}: {e.strerror}")
     if args.json:
         print(json.dumps(state, indent=2))
     return 130 if state.get("stopped_by") else 0
