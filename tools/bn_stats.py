@@ -100,14 +100,12 @@ def _segments(net, bn_names: list[str]) -> list[tuple[str | None, str, str, str]
     return segments
 
 
-def accumulate(net, batches: Iterable[dict[str, np.ndarray]], progress=None, first: str | None = None
-               ) -> dict[str, Moments]:
+def accumulate(net, batches: Iterable[dict[str, np.ndarray]], progress=None) -> dict[str, Moments]:
     """Run `net` (BatchNorm in batch mode) over `batches` ({blob: array}); the moments of each BN's input.
 
-    The net is run segment by segment so each BatchNorm's input is read before an in-place BatchNorm overwrites it.
-    `first` starts the pass at that layer (a training net: the layer after its data layer, the batch being fed
-    into the data layer's top); every layer reshapes to the fed batch as it runs, so the last batch may be smaller.
-    The pass stops at the last BatchNorm: nothing after it (scores, loss) is computed.
+    The net is run segment by segment so each BatchNorm's input is read before an in-place BatchNorm overwrites it;
+    every layer reshapes to the fed batch as it runs (so the last batch may be smaller), and the pass stops at the
+    last BatchNorm: nothing after it (scores) is computed.
     """
     bn_names = [name for name, layer in zip(net._layer_names, net.layers) if layer.type == "BatchNorm"]
     if not bn_names:
@@ -120,7 +118,7 @@ def accumulate(net, batches: Iterable[dict[str, np.ndarray]], progress=None, fir
                 net.blobs[blob].reshape(*array.shape)
             net.blobs[blob].data[...] = array
         for start, before, bn, blob in segments:
-            net.forward(start=start or first, end=before)
+            net.forward(start=start, end=before)
             moments[bn].add(net.blobs[blob].data)
         if progress is not None:
             progress.update(1)

@@ -12,7 +12,8 @@ lazily, so building them costs almost nothing):
   dropout masks, max-pooling indices where no mask top is asked for;
 - the training and validation images the data layers keep in RAM (uint8).
 
-A validation adds the deploy net at batch 1 (tools.train.Validator); the statistics pass reuses the training net.
+A validation runs with the solver released (tools.train.Validator), so the peak is the larger of training and
+validation (its statistics pass net at the training batch, then its scoring net at batch 1), not their sum.
 The figures in the benchmark's memory report (tools.benchmark --memory) set the estimate beside measured peaks.
 """
 
@@ -56,7 +57,7 @@ def net_bytes(net, net_param, training: bool) -> dict:
     by_name = {layer.name: layer for layer in net_param.layer}
     blobs = sum(b.count for b in net.blobs.values()) * FLOAT * (2 if training else 1)
     params = sum(b.count for blobs_ in net.params.values() for b in blobs_) * FLOAT * (3 if training else 1)
-    internal = 0
+    internal = python_top = 0
     for name, layer in zip(net._layer_names, net.layers):
         bottoms = [net.blobs[b].data.shape for b in net.bottom_names[name]]
         tops = [net.blobs[t].data.shape for t in net.top_names[name]]
@@ -65,12 +66,19 @@ def net_bytes(net, net_param, training: bool) -> dict:
             internal += _conv_col(by_name[name], bottoms[0], tops[0]) * FLOAT
         elif kind == "BatchNorm":
             internal += 2 * _count(bottoms[0]) * FLOAT
+        elif kind == "Scale" and net.bottom_names[name][0] == net.top_names[name][0]:
+            internal += _count(bottoms[0]) * FLOAT  # an in-place Scale keeps a copy of its input
+        elif kind == "Python":
+            python_top = max(python_top, _count(tops[0]) * FLOAT)
         elif kind in ("SoftmaxWithLoss", "InfogainLoss"):
             internal += _count(bottoms[0]) * FLOAT
         elif kind == "Dropout":
             internal += _count(bottoms[0]) * 4
         elif kind == "Pooling" and len(tops) == 1:
             internal += _count(tops[0]) * 4
+    # NumPy temporaries of the Python layers (the unpooling builds its output and index arrays): two of the
+    # largest top at once, briefly.
+    internal += 2 * python_top
     return {"blobs": blobs, "params": params, "internal": internal, "total": blobs + params + internal}
 
 
@@ -95,14 +103,16 @@ def current_rss() -> int:
 
 
 def estimate_run(cfg, train_prototxt: Path, deploy_prototxt: Path) -> dict:
-    """Bytes a tools.train run with `cfg` will need at its peak: this process now, training, a validation."""
+    """Bytes a tools.train run with `cfg` will need at its peak. Validation runs with the solver released
+    (tools.train.Validator): its statistics pass net (forward only, training batch) and then its scoring net
+    (batch 1), so the peak is the larger of training and validation, not their sum."""
     import gc
-
-    from tools.nets import net_from_param
-    from tools.runio import load_net_param
 
     import caffe
 
+    from tools.bn_stats import in_batch_mode
+    from tools.nets import net_from_param
+    from tools.runio import load_net_param
     from tools.train import _set_data_param
 
     train_param = load_net_param(train_prototxt)
@@ -110,16 +120,23 @@ def estimate_run(cfg, train_prototxt: Path, deploy_prototxt: Path) -> dict:
     net = net_from_param(train_param, caffe.TRAIN)
     train = net_bytes(net, train_param, training=True)
     del net
-    deploy_param = load_net_param(deploy_prototxt)
-    net = net_from_param(deploy_param)
-    validation = net_bytes(net, deploy_param, training=False) if cfg.val_source else {"total": 0}
-    del net
+    validation = {"total": 0}
+    if cfg.val_source:
+        deploy_param = load_net_param(deploy_prototxt)
+        net = net_from_param(deploy_param)
+        scoring = net_bytes(net, deploy_param, training=False)
+        del net
+        pass_param = in_batch_mode(deploy_param)
+        pass_param.layer[0].input_param.shape[0].dim[0] = cfg.batch
+        net = net_from_param(pass_param)
+        statistics = net_bytes(net, pass_param, training=False)
+        del net
+        validation = max(scoring, statistics, key=lambda d: d["total"])
     gc.collect()
     data = lmdb_cache_bytes(cfg.train_source) + lmdb_cache_bytes(cfg.val_source)
     base = current_rss()
     return {"base": base, "training": train["total"], "validation": validation["total"], "data": data,
-            "total": base + train["total"] + validation["total"] + data,
-            "training_detail": train}
+            "total": base + data + max(train["total"], validation["total"]), "training_detail": train}
 
 
 def available_bytes() -> tuple[int | None, str]:
@@ -158,7 +175,7 @@ def preflight(cfg, log=print) -> dict:
         paths = write_nets(cfg, Path(tmp))
         est = estimate_run(cfg, paths["train"], paths["deploy"])
     free, where = (float(limit_env) * GB, "SEGNET_MEMORY_LIMIT_GB") if limit_env else available_bytes()
-    need = est["total"] * 1.1  # allocator slack, measured against real peaks in tests/test_memory.py
+    need = est["total"] * 1.1  # allocator slack; the estimate is checked against real peaks in tests/test_memory.py
     fits = free is None or need <= free
     summary = {"estimate_gb": need / GB, "free_gb": free / GB if free else None, "where": where, "fits": fits,
                "training_gb": est["training"] / GB, "validation_gb": est["validation"] / GB}
@@ -166,9 +183,8 @@ def preflight(cfg, log=print) -> dict:
         f"{est['validation'] / GB:.1f} GB, data {est['data'] / GB:.2f} GB); "
         + (f"{free / GB:.1f} GB free on {where}" if free else f"free memory on {where} unknown"))
     if not fits:
-        per_image = max(est["training_detail"]["blobs"] / cfg.batch, 1)
-        spare = free / 1.1 - (est["total"] - est["training_detail"]["blobs"])
-        batch_fits = max(int(spare // per_image), 0)
+        per_image = max(est["training"] / cfg.batch, 1)  # conservative: column buffers do not grow with the batch
+        batch_fits = max(int((free / 1.1 - est["base"] - est["data"]) // per_image), 0)
         options = []
         if batch_fits >= 1:
             options.append(f"--batch {batch_fits}")

@@ -192,66 +192,41 @@ def write_nets(cfg: TrainConfig, run: Path, start_iter: int = 0) -> dict[str, Pa
 
 class Validator:
     """Validation as the paper does it (§3.3, §4): BatchNorm statistics from a full pass over the training set
-    with the current weights, then G, C and mIoU on the validation split.
+    with the weights of a snapshot, then G, C and mIoU on the validation split.
 
     BVLC's moving averages (moving_average_fraction 0.999) are no substitute early in training: after a few
     hundred iterations they are close to a uniform average over every past iteration's weights.
 
-    Memory: the statistics pass runs through the training net itself (its BatchNorm layers already normalise with
-    batch statistics, at the training batch, exactly as a separate pass net would), from the layer after the data
-    layer, and the moving averages it would update are put back; nets with dropout use a separate pass net, since
-    the training net would sample masks. The mini-batch of the pass matters: every BatchNorm after the first sees
-    inputs normalised by the statistics of its batch, so the pass keeps the training batch (docs/memory.md).
-    Scoring uses a deploy net at batch 1, built here and released after each validation.
+    Memory: a validation runs while the solver is released (tools.train snapshots, frees the solver, validates
+    from the snapshot's weights, then restores the solver from the same snapshot, exactly as a resume does), so
+    it adds nothing to the training's peak: the statistics pass net (forward only, at the training batch) and
+    the scoring net (batch 1) are each smaller than the training net, and each is released before the next is
+    built. The pass keeps the training batch because the batch matters: every BatchNorm after the first sees
+    inputs normalised with the statistics of its mini-batch (docs/memory.md).
     """
 
-    def __init__(self, deploy: Path, train_source: str, val_source: str, classes: int, batch: int,
-                 dropout: bool = False):
+    def __init__(self, deploy: Path, train_source: str, val_source: str, classes: int, batch: int):
         from tools.lmdb_io import PairReader
 
-        self.deploy, self.train_source, self.batch, self.dropout = deploy, train_source, batch, dropout
+        self.deploy, self.train_source, self.batch = deploy, train_source, batch
         self.reader = PairReader(val_source, cache=True)
         self.classes = classes
 
-    @staticmethod
-    def _copy_weights(source, target) -> None:
-        for name, blobs in target.params.items():
-            for dst, src in zip(blobs, source.params[name]):
-                dst.data[...] = src.data
-
-    def statistics(self, train_net) -> dict:
-        from tools import bn_stats
-        from tools.nets import net_from_param
+    def __call__(self, weights: Path, iteration: int, save_if_better=None) -> dict:
+        """Metrics of `weights`; `save_if_better(metrics)` returns a path for the scored net (weights and their
+        full-pass statistics), or None."""
+        from tools import bn_stats, metrics
+        from tools.nets import load_net, net_from_param
         from tools.runio import load_net_param
 
         batches, _ = bn_stats.lmdb_batches(Path(self.train_source), self.batch)
-        if self.dropout:
-            pass_net = net_from_param(bn_stats.in_batch_mode(load_net_param(self.deploy)))
-            self._copy_weights(train_net, pass_net)
-            moments = bn_stats.accumulate(pass_net, batches)
-            del pass_net
-            return moments
-        names = list(train_net._layer_names)
-        first = names[next(i for i, name in enumerate(names) if "data" in train_net.top_names[name]) + 1]
-        kept = {name: [b.data.copy() for b in train_net.params[name]]
-                for name, layer in zip(names, train_net.layers) if layer.type == "BatchNorm"}
-        try:
-            return bn_stats.accumulate(train_net, batches, first=first)
-        finally:
-            for name, arrays in kept.items():
-                for blob, array in zip(train_net.params[name], arrays):
-                    blob.data[...] = array
-
-    def __call__(self, train_net, iteration: int, save_if_better=None) -> dict:
-        """Metrics of the current weights; `save_if_better(metrics)` returns a path to save the scored net to."""
-        from tools import bn_stats, metrics
-        from tools.nets import load_net
-
-        moments = self.statistics(train_net)
+        pass_net = net_from_param(bn_stats.in_batch_mode(load_net_param(self.deploy)), weights=weights)
+        moments = bn_stats.accumulate(pass_net, batches)
+        del pass_net
+        gc.collect()
         fault_point("validation-statistics", iteration)
-        net = load_net(self.deploy)
+        net = load_net(self.deploy, weights)
         try:
-            self._copy_weights(train_net, net)
             bn_stats.write_statistics(net, moments)
             acc = metrics.MetricAccumulator(num_classes=self.classes, boundary=False)
             for i in range(len(self.reader)):
@@ -265,7 +240,7 @@ class Validator:
                       "val_mean_iou": metrics.mean_iou(cm)}
             target = save_if_better(result) if save_if_better else None
             if target is not None:
-                with atomic_path(target) as tmp:  # weights + their full-pass statistics
+                with atomic_path(target) as tmp:
                     net.save(str(tmp))
             return result
         finally:
@@ -426,13 +401,19 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter
     (run / "snapshots" / ".writing").mkdir(parents=True, exist_ok=True)
 
     state = {"iteration": 0, "best_val_global_accuracy": None, "best_iteration": None, "validated": 0}
+    from tools.memory import current_rss
+
+    rss_base_mb = current_rss() / 1024 ** 2  # before any net: what the peaks below add to
     set_caffe_mode()
     caffe.set_random_seed(cfg.seed)
     np.random.seed(cfg.seed)
+    def open_solver(start_iter: int):
+        paths = write_nets(cfg, run, start_iter=start_iter)
+        return caffe.SGDSolver(str(paths["solver"])), paths
+
     solver, messages = None, []
     for iteration, candidate in (_snapshot_candidates(run) if continuing else []):
-        paths = write_nets(cfg, run, start_iter=iteration)
-        solver = caffe.SGDSolver(str(paths["solver"]))
+        solver, paths = open_solver(iteration)
         try:
             it, snap_state = check_snapshot(candidate, solver.net)
         except RunError as e:
@@ -444,8 +425,7 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter
         messages.append(f"[train] resumed {run.name} at iteration {it} from {candidate.name}")
         break
     if solver is None:
-        paths = write_nets(cfg, run, start_iter=0)
-        solver = caffe.SGDSolver(str(paths["solver"]))
+        solver, paths = open_solver(0)
         from prototxt import bilinear_surgery
 
         # Learnt bilinear deconvolutions start as channel-wise interpolation (fcn's surgery.interp).
@@ -476,7 +456,7 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter
 
     for message in messages:
         log(message)
-    validator = (Validator(paths["deploy"], cfg.train_source, cfg.val_source, cfg.classes, cfg.batch, cfg.dropout)
+    validator = (Validator(paths["deploy"], cfg.train_source, cfg.val_source, cfg.classes, cfg.batch)
                  if cfg.val_source else None)
 
     stop = {"signal": None}
@@ -488,6 +468,9 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter
         return it % every == 0 or it == cfg.max_iter
 
     def validate(it: int) -> None:
+        """Validate the snapshot of iteration `it` with the solver released, then restore the solver from it."""
+        nonlocal solver
+
         def save_if_better(v):
             best = state["best_val_global_accuracy"]
             if best is None or v["val_global_accuracy"] > best:
@@ -496,8 +479,13 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter
             return None
 
         before = peak_rss_mb()
-        v = validator(solver.net, it, save_if_better)
-        v.update(iteration=it, peak_rss_before_mb=before, peak_rss_after_mb=peak_rss_mb())
+        stem = _stem(run, it)
+        solver = None
+        gc.collect()
+        v = validator(stem.with_suffix(".caffemodel"), it, save_if_better)
+        solver, _ = open_solver(it)
+        solver.restore(str(stem.with_suffix(".solverstate")))
+        v.update(iteration=it, rss_base_mb=rss_base_mb, peak_rss_before_mb=before, peak_rss_after_mb=peak_rss_mb())
         state["validated"] = it
         append_jsonl(run / "scalars.jsonl", v)
         log(f"[train] validation at {it}: G {100 * v['val_global_accuracy']:.1f}  "
