@@ -19,9 +19,10 @@ from .params import count_params
 from .registry import ARCH_LIST, build_net
 
 
-
 def measure() -> list[dict]:
     import caffe  # noqa: PLC0415
+
+    from tools.nets import net_from_param  # noqa: PLC0415
 
     caffe.set_mode_cpu()
     deconvnet = next(a for a in ARCH_LIST if a.name == "deconvnet")
@@ -30,10 +31,7 @@ def measure() -> list[dict]:
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         for arch, opts, paper in rows:
-            param = build_net(arch.name, opts)
-            proto = Path(tmp, "net.prototxt")
-            proto.write_text(str(param))
-            net = caffe.Net(str(proto), caffe.TEST)
+            net = net_from_param(build_net(arch.name, opts))
             model = Path(tmp, "net.caffemodel")
             net.save(str(model))
             out.append(dict(arch=arch.name + (" --fc-dim 4096" if opts.fc_dim else ""), title=arch.title,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,8 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # Caffe's INFO/WARNING logs drow
 
 # `import caffe` failing here makes the whole run fail, which is what CI must do without Caffe.
 import caffe  # noqa: E402
+
+from tools.nets import net_from_param  # noqa: E402
 
 caffe.set_mode_cpu()
 
@@ -29,12 +30,5 @@ def camvid_dir() -> Path:
 
 
 def net_from_spec(spec, phase=None, weights: str | None = None):
-    """A caffe.Net from a NetSpec (or NetParameter), through a temporary prototxt as Caffe needs."""
-    text = str(spec.to_proto()) if hasattr(spec, "to_proto") else str(spec)
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
-        f.write(text)
-    try:
-        phase = caffe.TEST if phase is None else phase
-        return caffe.Net(f.name, phase, weights=weights) if weights else caffe.Net(f.name, phase)
-    finally:
-        os.unlink(f.name)
+    """A caffe.Net from a NetSpec (or NetParameter), with checked weights: tools.nets.net_from_param."""
+    return net_from_param(spec.to_proto() if hasattr(spec, "to_proto") else spec, phase, weights)

@@ -11,11 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import caffe
 import pytest
 
 from prototxt import count_params
-from tools import benchmark as bench
+from tools import benchmark as bench, nets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,7 +77,7 @@ def test_storage_multiplier_matches_table1(tmp_path):
     """Derived from the nets alone; the paper's "n/a" (FCN-Basic-NoAddition keeps nothing) reads as 0."""
     for arch, (_, paper, _) in bench.PAPER_TABLE1.items():
         param = bench.net_param(arch, "deploy", 1, 64, 96)
-        net = bench.load_net(caffe, bench.write_prototxt(param, tmp_path, f"{arch}.prototxt"), caffe.TEST)
+        net = nets.load_net(bench.write_prototxt(param, tmp_path, f"{arch}.prototxt"))
         channels = {k: b.data.shape[1] for k, b in net.blobs.items() if b.data.ndim == 4}
         assert bench.storage_multiplier(param, channels) == (0 if paper is None else paper), arch
 
@@ -104,7 +103,7 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(tmp_path, argv, messag
     proc = subprocess.run([sys.executable, "-m", "tools.benchmark", "--quick", "--out", str(out), *argv],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"benchmark: {message}")
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"benchmark: error: {message}")
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["CamVid"]
 
 

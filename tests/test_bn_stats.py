@@ -56,16 +56,19 @@ def exact(seen):
 
 
 def tutorial(seen):
-    m = seen[0].size // seen[0].shape[1]
-    means = np.mean([s.mean(axis=(0, 2, 3)) for s in seen], axis=0)
-    variances = np.mean([s.var(axis=(0, 2, 3)) for s in seen], axis=0) * m / (m - 1)
+    """Each batch's mean and unbiased (ddof=1) variance over its N·H·W values, averaged weighted by N·H·W."""
+    flat = [s.transpose(1, 0, 2, 3).reshape(s.shape[1], -1) for s in seen]
+    sizes = [f.shape[1] for f in flat]
+    means = np.average([f.mean(axis=1) for f in flat], axis=0, weights=sizes)
+    variances = np.average([f.var(axis=1, ddof=1) for f in flat], axis=0, weights=sizes)
     return means, variances
 
 
+@pytest.mark.parametrize("sizes", [(2, 2, 2), (2, 2, 1)], ids=["full", "partial-last"])
 @pytest.mark.parametrize("rule, reference", [("exact", exact), ("tutorial", tutorial)])
-def test_statistics_match_numpy(rule, reference):
+def test_statistics_match_numpy(rule, reference, sizes):
     rng = np.random.default_rng(0)
-    batches = [rng.uniform(0, 255, (2, C_IN, H, W)).astype(np.float32) for _ in range(3)]
+    batches = [rng.uniform(0, 255, (n, C_IN, H, W)).astype(np.float32) for n in sizes]
     net = net_from_spec(bn_stats.in_batch_mode(small_bn_net(False)))
     params = {name: [b.data.astype(np.float64) for b in net.params[name]] for name in ("conv1", "conv1_scale", "conv2")}
     moments = bn_stats.accumulate(net, ({"data": x} for x in batches))
@@ -73,7 +76,7 @@ def test_statistics_match_numpy(rule, reference):
     seen1, seen2 = numpy_moments(batches, params)
     for name, seen in (("conv1_bn", seen1), ("conv2_bn", seen2)):
         mean, var = reference(seen)
-        assert moments[name].count == 3 * 2 * H * W
+        assert moments[name].count == sum(sizes) * H * W
         np.testing.assert_allclose(net.params[name][0].data, mean, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(net.params[name][1].data, var, rtol=1e-4, atol=1e-4)
         assert net.params[name][2].data[0] == 1.0
@@ -85,6 +88,26 @@ def test_uneven_last_batch_counts_every_pixel_once():
     net = net_from_spec(bn_stats.in_batch_mode(small_bn_net(False)))
     moments = bn_stats.accumulate(net, ({"data": x} for x in batches))
     assert moments["conv1_bn"].count == 3 * H * W
+
+
+def test_tutorial_rule_on_a_partial_last_batch_by_hand():
+    """Two full batches (2 images of 1x2, m = 4) and a partial one (1 image, m = 2), one channel.
+
+    A [1, 3, 5, 7]: mean 4, unbiased variance 20/3; B [2, 2, 4, 4]: mean 3, variance 4/3; C [10, 14]: mean 12,
+    variance 8. Weighted by m (4, 4, 2 of 10): mean (16 + 12 + 24) / 10 = 5.2, variance (80/3 + 16/3 + 16) / 10
+    = 4.8. (The last batch's m for every batch and equal weights would give 19/3 and 20/3.)
+    """
+    moments = bn_stats.Moments()
+    for values in ([[1, 3], [5, 7]], [[2, 2], [4, 4]], [[10, 14]]):
+        moments.add(np.array(values, np.float32).reshape(-1, 1, 1, 2))
+    mean, var = moments.result("tutorial")
+    np.testing.assert_allclose(mean, [5.2], rtol=1e-12)
+    np.testing.assert_allclose(var, [4.8], rtol=1e-12)
+    # Full batches only: the script's rule, the plain average of means and of variances times m/(m-1).
+    full = bn_stats.Moments()
+    full.add(np.array([[1, 3], [5, 7]], np.float32).reshape(2, 1, 1, 2))
+    full.add(np.array([[2, 2], [4, 4]], np.float32).reshape(2, 1, 1, 2))
+    np.testing.assert_allclose(full.result("tutorial"), [[3.5], [(5 + 1) / 2 * 4 / 3]], rtol=1e-12)
 
 
 def test_folded_deploy_net_gives_the_same_output(tmp_path):

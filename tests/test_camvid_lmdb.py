@@ -232,34 +232,71 @@ def test_bad_input_cli_exits_nonzero_with_one_line(camvid_dir, tmp_path):
 
 # ---- kill at any point: no LMDB at OUT ----
 
-@pytest.mark.parametrize("moment", ["early", "mid-write"])
-def test_killed_conversion_leaves_nothing_at_out(moment, camvid_dir, tmp_path):
-    out = tmp_path / "killed"
+def _partial_bytes(parent: Path, name: str) -> int:
+    """Size of the running conversion's temporary images/data.mdb (-1 while there is none)."""
+    sizes = [-1]
+    for data in parent.glob(f".{name}.partial-*/images/data.mdb"):
+        try:
+            sizes.append(data.stat().st_size)
+        except FileNotFoundError:
+            pass
+    return max(sizes)
+
+
+def _start_conversion(camvid_dir: Path, out: Path, min_bytes: int) -> subprocess.Popen:
+    """A 200-image conversion, returned once its temporary LMDB holds at least `min_bytes`."""
     proc = subprocess.Popen([PY, "-m", "tools.camvid_to_lmdb", "--camvid", str(camvid_dir), "--split", "train",
                              "--out", str(out), "--limit", "200"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        if moment == "mid-write":
-            # Wait until some pairs are committed to the temp LMDB, then kill without warning.
-            while time.monotonic() < deadline and proc.poll() is None:
-                partial = [p for p in tmp_path.glob(".killed.partial-*/images/data.mdb")
-                           if p.stat().st_size > 20 << 20]
-                if partial:
-                    break
-                time.sleep(0.02)
-            assert proc.poll() is None, "conversion finished before it could be killed"
-        else:
-            time.sleep(0.3)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if _partial_bytes(out.parent, out.name) >= min_bytes:
+            return proc
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError(f"conversion ended or stalled before its LMDB reached {min_bytes} bytes: "
+                         f"{proc.communicate()[1][-2000:]}")
+
+
+def _same_lmdb(a: Path, b: Path) -> None:
+    with PairReader(a) as ra, PairReader(b) as rb:
+        assert ra.keys == rb.keys
+        for i in range(len(ra)):
+            for x, y in zip(ra[i], rb[i]):
+                np.testing.assert_array_equal(x, y)
+    meta_a, meta_b = (json.loads((f / META).read_text()) for f in (a, b))
+    assert {k: v for k, v in meta_a.items() if k != "created"} == \
+        {k: v for k, v in meta_b.items() if k != "created"}
+
+
+# "opened": the temporary LMDB exists (its first pages written), nothing committed yet; "mid-write": the
+# first 64 pairs are committed. SIGKILL cannot clean up: the folder must still be there, and OUT not.
+@pytest.mark.parametrize("moment, min_bytes", [("opened", 1), ("mid-write", 20 << 20)])
+def test_killed_conversion_leaves_nothing_at_out(moment, min_bytes, camvid_dir, tmp_path):
+    out = tmp_path / "killed"
+    proc = _start_conversion(camvid_dir, out, min_bytes)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
     assert not out.exists()
-    # A later run cleans the dead run's temp folder up and succeeds.
+    assert [n for n in _leftovers(tmp_path, "killed") if ".partial-" in n], "the kill came too late"
+    # A later run removes the dead run's temporary folder and gives what a clean conversion gives.
     convert(camvid_dir, "train", out, height=45, width=60, limit=2, progress=False)
-    assert out.is_dir() and _leftovers(tmp_path, "killed") == []
+    assert _leftovers(tmp_path, "killed") == []
+    convert(camvid_dir, "train", tmp_path / "clean", height=45, width=60, limit=2, progress=False)
+    _same_lmdb(out, tmp_path / "clean")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_interrupted_conversion_cleans_up_and_says_so(sig, camvid_dir, tmp_path):
+    out = tmp_path / "stopped"
+    proc = _start_conversion(camvid_dir, out, 1)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith(f"camvid_to_lmdb: error: interrupted by {sig.name}")
+    assert not out.exists() and _leftovers(tmp_path, "stopped") == []
 
 
 @pytest.mark.slow

@@ -10,9 +10,12 @@ semantics on the same numbers: BN in INFERENCE mode is `scale*x + shift` (§1.3)
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import caffe
 import cv2
@@ -25,7 +28,7 @@ from caffe.proto import caffe_pb2
 
 from tests import forkproto
 from tests.conftest import ROOT, net_from_spec
-from tools import convert_weights as cw
+from tools import convert_weights as cw, nets
 from tools.camvid import read_list
 
 # Largest |Caffe - PyTorch| allowed, relative to the largest |score|: float32 convolutions summed in another
@@ -132,7 +135,7 @@ def torch_segnet(x: np.ndarray, w, masks=None, stats=None):
 
 def run_converted(out, x: np.ndarray, score_blob: str):
     """Caffe's scores and prob, and its pooling masks (for the reference's near-tie windows only)."""
-    net = caffe.Net(str(out.with_suffix(".prototxt")), caffe.TEST, weights=str(out))
+    net = nets.load_net(out.with_suffix(".prototxt"), out)
     net.blobs["data"].data[...] = x
     net.forward()
     masks = {name: blob.data.copy() for name, blob in net.blobs.items() if name.endswith("_mask")}
@@ -233,6 +236,62 @@ def test_full_size_360x480(tmp_path, image, arch):
     compare(f"{arch} {classes} classes 360x480", run_converted(out, x, score_blob), reference, x, weights)
 
 
+@pytest.mark.parametrize("specs", [
+    [("deconv1", "Deconvolution", 8, 8, 3, 2, 1, True), ("conv2", "Convolution", 8, 6, 1, 1, 0, True)],
+    [("deconv1", "Deconvolution", 6, 4, 4, 2, 1, False)],
+], ids=["deconv-8to8-bias", "deconv-6to4-no-bias"])
+def test_fold_bn_into_deconvolutions_matches_pytorch(tmp_path, specs):
+    """--fold-bn scales each layer's output channels: axis 1 of BVLC Deconvolution weights (in, out, kh, kw).
+
+    Fork files with (name, type, in, out, kernel, stride, pad, bias) layers, each followed by a BN. Along the
+    wrong axis, equal widths (8->8, DeconvNet's deconv5_1) give wrong numbers and unequal ones (6->4, like
+    fc6-deconv) are refused. The reference is PyTorch's conv_transpose2d / conv2d on the file's own weights,
+    the BN affine (scale*x + shift) done by hand."""
+    rng = np.random.default_rng(11)
+    weights, layers, bottom = {}, [], "data"
+    for name, kind, cin, cout, k, stride, pad, bias in specs:
+        shape = (cin, cout, k, k) if kind == "Deconvolution" else (cout, cin, k, k)
+        weights[name] = [rng.standard_normal(shape).astype(np.float32) * 0.3]
+        if bias:
+            weights[name].append(rng.standard_normal(cout).astype(np.float32))
+        weights[name + "_bn"] = [rng.uniform(0.5, 2.0, (1, cout, 1, 1)).astype(np.float32),
+                                 rng.standard_normal((1, cout, 1, 1)).astype(np.float32)]
+        conv = {"num_output": cout, "kernel_size": [k], "stride": [stride], "pad": [pad], "bias_term": bias}
+        layers += [forkproto.layer(name, kind, [bottom], [name], weights[name], convolution_param=conv),
+                   forkproto.layer(name + "_bn", "BN", [name], [name], weights[name + "_bn"],
+                                   extra=forkproto.bn_param())]
+        bottom = name
+    src = forkproto.write(tmp_path / "deconv.caffemodel", forkproto.net("deconv", layers))
+
+    # The folded BVLC net: the same layers, every one with a bias, no BN.
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[2, specs[0][2], 5, 6]))
+    top = n.data
+    for name, kind, _, cout, k, stride, pad, _ in specs:
+        top = getattr(L, kind)(top, convolution_param=dict(num_output=cout, kernel_size=k, stride=stride,
+                                                           pad=pad))
+        setattr(n, name, top)
+    net = net_from_spec(n)
+    plan = cw.plan_conversion(cw.read_caffemodel(src).layers, cw.target_layers(net), fold_bn=True)
+    assert plan.fits(), plan.describe()
+    for name, blobs in plan.blobs.items():
+        for dst, value in zip(net.params[name], blobs):
+            dst.data[...] = value
+    x = rng.standard_normal((2, specs[0][2], 5, 6)).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    out = net.forward()[specs[-1][0]]
+
+    h = torch.from_numpy(x).double()
+    for name, kind, _, _, _, stride, pad, _ in specs:
+        w = [torch.from_numpy(b).double() for b in weights[name]]
+        op = F.conv_transpose2d if kind == "Deconvolution" else F.conv2d
+        h = op(h, w[0], w[1] if len(w) > 1 else None, stride=stride, padding=pad)
+        scale, shift = (torch.from_numpy(b).double() for b in weights[name + "_bn"])
+        h = h * scale + shift
+    assert out.shape == tuple(h.shape)
+    np.testing.assert_allclose(out, h.numpy(), rtol=0, atol=1e-5)
+
+
 def test_known_file_is_identified_and_sets_defaults(tmp_path, monkeypatch, image):
     """A file whose size and sha256 are in KNOWN_FILES needs no --force and brings its classes and size."""
     data, weights = forkproto.segnet(classes=12, seed=3, width_divisor=8)  # thin: only the mapping matters
@@ -313,7 +372,7 @@ def test_biases_follow_the_file(tmp_path, image):
     compare("segnet-basic no biases", run_converted(out, x, "conv_classifier"),
             torch_segnet_basic, x, weights, "conv_classifier")
     model = cw.read_caffemodel(src)
-    net = cw.load_net(cw.build_deploy("segnet-basic", 11, 45, 60, biases="public"))
+    net = nets.net_from_param(cw.build_deploy("segnet-basic", 11, 45, 60, biases="public"))
     plan = cw.plan_conversion(model.layers, cw.target_layers(net), fold_bn=False)
     assert any("conv1: no bias in the file (1 blobs), the net has 2" in p for p in plan.problems)
 
@@ -324,6 +383,25 @@ def test_vgg_file_is_sent_to_init_weights(tmp_path, monkeypatch, basic_file):
                         "vgg16")
     monkeypatch.setattr(cw, "KNOWN_FILES", (fake,))
     _refused(tmp_path, "VGG16 ImageNet weights: they initialise an encoder", basic_file, "segnet-basic")
+
+
+def test_outputs_appear_together_or_not_at_all(tmp_path, monkeypatch, basic_file):
+    """The caffemodel is renamed into place last; if that fails, the prototxt renamed before it goes too."""
+    out = tmp_path / "out" / "model.caffemodel"
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == out:
+            raise OSError(errno.EIO, "injected failure", str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(cw.ConvertError, match="model.caffemodel: cannot write"):
+        cw.convert(basic_file, "segnet-basic", out, height=45, width=60, force=True)
+    assert list(out.parent.iterdir()) == []
+    monkeypatch.undo()
+    cw.convert(basic_file, "segnet-basic", out, height=45, width=60, force=True)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.caffemodel", "model.prototxt"]
 
 
 def test_command_line(tmp_path, basic_file):

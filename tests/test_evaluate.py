@@ -98,6 +98,34 @@ def test_one_class_relabelled_gives_known_values(gt_dir, tmp_path):
     assert result["boundary_f1_by_rule"]["public"] <= result["boundary_f1_by_rule"]["paper"] < 1.0
 
 
+def test_absent_classes_and_average_rule_are_reported(gt_dir, tmp_path):
+    """A class absent from the scored ground truth: the result names it and the rule C and mIoU used."""
+    counts = present_classes(gt_dir)
+    absent = [name for name, n in zip(camvid.CLASSES, counts) if n == 0]
+    assert absent, "the fixture's three images lack at least one class"
+    n_present = len(camvid.CLASSES) - len(absent)
+    pred = write_preds(gt_dir, tmp_path / "pred",
+                       change=lambda lab: np.where(lab == CAR, ROAD, lab).astype(np.uint8))
+    r = run_cli("--pred", str(pred), "--gt", str(gt_dir), "--json", "--no-bf")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["absent_classes"] == absent and result["average"] == "all"
+    assert result["average_rule"] == "all classes, absent count 0 (compute_test_results.m)"
+    assert result["class_average_accuracy"] == pytest.approx((n_present - 1) / 11)
+    assert (f"(C and mIoU: all classes, absent count 0 (compute_test_results.m); absent from the ground "
+            f"truth: {', '.join(absent)})") in r.stderr
+    r = run_cli("--pred", str(pred), "--gt", str(gt_dir), "--json", "--no-bf", "--average", "present")
+    result = json.loads(r.stdout)
+    assert result["average"] == "present" and result["absent_classes"] == absent
+    assert result["class_average_accuracy"] == pytest.approx((n_present - 1) / n_present)
+    assert "C and mIoU: present classes only" in r.stderr
+    # Every class present: no line under the table.
+    full = {"per_class": [{"name": "Sky", "accuracy": 1.0, "iou": 1.0, "boundary_f1": None, "pixels": 5}],
+            "global_accuracy": 1.0, "class_average_accuracy": 1.0, "mean_iou": 1.0, "boundary_f1": None,
+            "num_images": 1, "absent_classes": [], "average_rule": "x"}
+    assert "C and mIoU" not in evaluate.format_table(full)
+
+
 def test_workers_and_arrays_give_the_same_result(gt_dir, tmp_path):
     pred = write_preds(gt_dir, tmp_path / "pred", change=lambda lab: np.roll(lab, 5, axis=1))
     one = evaluate.evaluate_dirs(pred, gt_dir, workers=1)
@@ -131,6 +159,15 @@ def test_errors_name_the_file(gt_dir, tmp_path):
     Image.fromarray(np.zeros((360, 480, 3), np.uint8)).save(victim)
     with pytest.raises(evaluate.EvaluationError, match=victim.name):
         evaluate.evaluate_dirs(pred, gt_dir)
+
+    # Values that are neither a class nor void would count as silent misses: refused, with the values.
+    labels = np.zeros((360, 480), np.uint8)
+    labels[:2, :3] = 12
+    labels[5, 5] = 255
+    Image.fromarray(labels).save(victim)
+    with pytest.raises(evaluate.EvaluationError, match=rf"{victim.name}: prediction values must be 0..10 or 11 "
+                                                      r"\(void\), found 12 \(6 px\), 255 \(1 px\)"):
+        evaluate.evaluate_dirs(pred, gt_dir, workers=2)
 
 
 def test_split_list_locates_the_ground_truth(camvid_dir, tmp_path):

@@ -122,6 +122,41 @@ def test_missing_class_divides_by_all_classes():
     assert np.nanmean(nan_iou) == pytest.approx(1.0)
 
 
+def test_absent_class_hand_computed_three_classes():
+    """3 classes, class 2 absent from the ground truth (void = 3; the prediction on void pixels is dropped).
+
+    gt    0 0 0 0 1 1      pred  0 0 0 1 0 0      rows (GT) 4, 6, 0; columns (pred) 6, 4, 0; diagonal 3, 3, 0
+          1 1 1 1 V V            1 1 1 0 2 0
+    recall 3/4, 1/2, 0: C = (3/4 + 1/2 + 0) / 3 = 5/12 (all), (3/4 + 1/2) / 2 = 5/8 (present)
+    IoU 3/(4+6-3) = 3/7, 3/(6+4-3) = 3/7, 0: mIoU = 6/7 / 3 = 2/7 (all), 3/7 (present)
+    """
+    gt = np.array([[0, 0, 0, 0, 1, 1], [1, 1, 1, 1, 3, 3]], np.uint8)
+    pred = np.array([[0, 0, 0, 1, 0, 0], [1, 1, 1, 0, 2, 0]], np.uint8)
+    cm = M.confusion_matrix(gt, pred, num_classes=3, void=3)
+    assert cm.tolist() == [[3, 1, 0, 0], [3, 3, 0, 0], [0, 0, 0, 0]]
+    assert M.absent_classes(cm) == [2]
+    assert M.global_accuracy(cm) == pytest.approx(3 / 5)
+    assert M.class_average_accuracy(cm) == pytest.approx(5 / 12)
+    assert M.class_average_accuracy(cm, "present") == pytest.approx(5 / 8)
+    assert M.mean_iou(cm) == pytest.approx(2 / 7)
+    assert M.mean_iou(cm, "present") == pytest.approx(3 / 7)
+    acc = M.MetricAccumulator(num_classes=3, void=3, boundary=False)
+    acc.update(gt, pred)
+    s = acc.summary(average="present")
+    assert s["absent_classes"] == [2] and s["average"] == "present"
+    assert (s["class_average_accuracy"], s["mean_iou"]) == (pytest.approx(5 / 8), pytest.approx(3 / 7))
+    # Class 2 predicted on a class-1 pixel: still absent from the GT, so C is unchanged, but its IoU, 0 / 1,
+    # is defined and fcn's nanmean counts it: IoU 3/(4+5-3), 3/(6+4-3), 0 -> (1/2 + 3/7 + 0) / 3 = 13/42.
+    pred[1, 3] = 2
+    cm = M.confusion_matrix(gt, pred, num_classes=3, void=3)
+    assert M.absent_classes(cm) == [2]
+    assert M.class_average_accuracy(cm, "present") == pytest.approx(5 / 8)
+    assert M.mean_iou(cm, "present") == pytest.approx(13 / 42)
+    assert M.mean_iou(cm) == pytest.approx(13 / 42)
+    with pytest.raises(ValueError, match="unknown average"):
+        M.mean_iou(cm, "nanmean")
+
+
 def test_nanmean_equivalence_when_all_classes_present():
     rng = np.random.default_rng(3)
     gt = blocks_all_classes(seed=3)

@@ -121,3 +121,4 @@ def test_command_line_end_to_end(images, tmp_path):
     bad = subprocess.run([*cmd, "--out", str(tmp_path / "bad"), str(tmp_path / "missing.png")],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "missing.png" in bad.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "bad").exists()  # no lone legend.png when no image succeeded

@@ -43,6 +43,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tools import nets
+from tools.runio import fail
+
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("GLOG_minloglevel", "2")  # before pycaffe: Caffe's INFO log would drown the progress output
 
@@ -106,10 +109,6 @@ def write_prototxt(param, folder: Path, name: str) -> Path:
     path = folder / name
     path.write_text(str(param))
     return path
-
-
-def load_net(caffe, prototxt: Path, phase):
-    return caffe.Net(str(prototxt), phase)
 
 
 def fill_inputs(net, classes: int = 11, seed: int = 0) -> None:
@@ -208,7 +207,7 @@ def child_main(args) -> int:
         split = "deploy" if args.child == "infer" else "train"
         param = net_param(args.arch, split, args.batch, args.height, args.width)
         proto = write_prototxt(param, Path(tmp), f"{split}.prototxt")
-        net = load_net(caffe, proto, caffe.TEST if split == "deploy" else caffe.TRAIN)
+        net = nets.load_net(proto, phase=caffe.TEST if split == "deploy" else caffe.TRAIN)
         fill_inputs(net)
         out: dict = {"arch": args.arch, "child": args.child, "batch": args.batch}
         if args.child == "infer":
@@ -320,7 +319,7 @@ def time_data_layer(camvid: Path, height: int, width: int, repeats: int, warmup:
         proto.write_text('layer { name: "data" type: "Python" top: "data" top: "label"\n'
                          '  python_param { module: "layers.camvid_data" layer: "CamVidData"\n'
                          f'    param_str: {json.dumps(params)} }} }}\n')
-        net = load_net(caffe, proto, caffe.TRAIN)
+        net = nets.load_net(proto, phase=caffe.TRAIN)
         times = []
         for r in range(warmup + max(repeats, 5)):  # cheap: always at least 5 timed batches
             t = time.perf_counter()
@@ -340,7 +339,7 @@ def measure(arch: str, cfg: argparse.Namespace, tmp: Path) -> dict:
     train = net_param(arch, "train", 1, cfg.height, cfg.width)
     row: dict = {"arch": arch, "params": count_params(deploy)}
     proto = write_prototxt(train, tmp, f"{arch}-train.prototxt")
-    net = load_net(caffe, proto, caffe.TRAIN)
+    net = nets.load_net(proto, phase=caffe.TRAIN)
     fill_inputs(net)
     channels = {name: blob.data.shape[1] for name, blob in net.blobs.items() if blob.data.ndim == 4}
     row["storage_multiplier"] = storage_multiplier(deploy, channels)
@@ -697,6 +696,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--{key.replace('_', '-')} must be >= 1")
     if args.warmup < 0 or args.cli_iterations < 0:
         parser.error("--warmup and --cli-iterations must be >= 0")
+    if args.gpu is not None:
+        from tools.runio import gpu_problem
+
+        if gpu_problem(args.gpu):
+            parser.error(gpu_problem(args.gpu))
     return args
 
 
@@ -713,12 +717,16 @@ def main(argv: list[str] | None = None) -> int:
         from prototxt import ARCHS
 
         args.archs = list(QUICK_ARCHS) if args.quick else list(ARCHS)
+    from tools.evaluate import EvaluationError, check_out_folder
+
     try:
+        check_out_folder(args.out)  # before the long measurements
         result = run(args)
         write_outputs(result, args.out)
-    except BenchmarkError as e:
-        print(f"benchmark: {e}", file=sys.stderr)
-        return 1
+    except (BenchmarkError, EvaluationError) as e:
+        fail("benchmark", str(e), code=1)
+    except OSError as e:
+        fail("benchmark", f"{e.filename or args.out}: {e.strerror or e}", code=1)
     log(f"wrote {', '.join(str(args.out / f) for f in OUTPUTS)}")
     if args.json:
         print(json.dumps(result, indent=1))

@@ -31,7 +31,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from tools.camvid import SPLITS, read_list
+from tools.camvid import SPLITS, CamVidError, read_list
+from tools.runio import fail
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # keep Caffe's net dumps off stderr
 
@@ -78,11 +79,11 @@ def iteration_seconds(height: int, width: int, repeats: int = 2) -> float:
     """Forward + backward of the SegNet-Basic-like net at batch 1 (median of `repeats` after one warm-up)."""
     import caffe
 
-    from tests.conftest import net_from_spec
     from tools.class_weights import PUBLISHED_PROTO
+    from tools.nets import net_from_param
 
     caffe.set_mode_cpu()
-    net = net_from_spec(segnet_basic_like(1, height, width, str(PUBLISHED_PROTO)), caffe.TRAIN)
+    net = net_from_param(segnet_basic_like(1, height, width, str(PUBLISHED_PROTO)).to_proto(), caffe.TRAIN)
     rng = np.random.default_rng(0)
     net.blobs["data"].data[...] = rng.integers(0, 256, net.blobs["data"].data.shape)
     net.blobs["label"].data[...] = rng.integers(0, 12, net.blobs["label"].data.shape)
@@ -99,14 +100,14 @@ def layer_seconds(source: Path, batch: int, iterations: int, cache: bool) -> flo
     import caffe
     from caffe import layers as L
 
-    from tests.conftest import net_from_spec
+    from tools.nets import net_from_param
 
     n = caffe.NetSpec()
     n.data, n.label = L.Python(ntop=2, python_param=dict(
         module="layers.camvid_data", layer="CamVidData",
         param_str=json.dumps({"source": str(source), "batch_size": batch, "seed": 1, "shuffle": True,
                               "mirror": True, "cache": cache})))
-    net = net_from_spec(n, caffe.TRAIN)
+    net = net_from_param(n.to_proto(), caffe.TRAIN)
     net.forward()  # warm-up (first touch of the LMDB pages)
     start = time.perf_counter()
     for _ in range(iterations):
@@ -167,7 +168,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="fwd+bwd seconds per image instead of measuring (caffe_build.md: ~5 s at 360x480)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     args = parser.parse_args(argv)
-    result = run(args.camvid, args.limit, args.split, args.batch, args.iteration_seconds)
+    for name in ("limit", "batch"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.iteration_seconds is not None and not args.iteration_seconds > 0:
+        parser.error(f"--iteration-seconds must be > 0, got {args.iteration_seconds}")
+    try:
+        result = run(args.camvid, args.limit, args.split, args.batch, args.iteration_seconds)
+    except (CamVidError, OSError) as e:
+        fail("benchmark_data", str(e))
     print(f"conversion {result['convert_pairs_per_s']} pairs/s vs decode-only {result['decode_only_pairs_per_s']}"
           f" pairs/s: {result['convert_vs_decode']:.2f}x (target >= 0.5); one decoding thread "
           f"{result['convert_1thread_vs_decode']:.2f}x", file=sys.stderr)

@@ -26,6 +26,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tools import nets
+
 # SegNet at 360x480: (channels, pooled h, pooled w, unpooled h, unpooled w), from upsample1 to upsample5.
 SEGNET_SHAPES = [
     (64, 180, 240, 360, 480),
@@ -59,18 +61,6 @@ def _caffe():
 
     caffe.set_mode_cpu()
     return caffe
-
-
-def _net_from_netparam(netparam, phase):
-    import tempfile
-
-    caffe = _caffe()
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
-        f.write(str(netparam))
-    try:
-        return caffe.Net(f.name, phase)
-    finally:
-        os.unlink(f.name)
 
 
 def _upsample_layer(bottoms, param_str: str):
@@ -118,7 +108,7 @@ def benchmark_upsample(
         n.up = _upsample_layer([n.values, n.mask], json.dumps({"upsample_h": h_out, "upsample_w": w_out}))
         proto = n.to_proto()
         proto.force_backward = True
-        net = _net_from_netparam(proto, caffe.TEST)
+        net = nets.net_from_param(proto, caffe.TEST)
         net.blobs["values"].data[...] = values
         net.blobs["mask"].data[...] = mask
         net.blobs["up"].diff[...] = top_diff
@@ -247,7 +237,7 @@ def benchmark_segnet_basic_share(
 ) -> dict:
     """Time of the 4 Upsample layers (forward+backward) as a share of a SegNet-Basic forward+backward."""
     caffe = _caffe()
-    net = _net_from_netparam(segnet_basic_like(height, width), caffe.TRAIN)
+    net = nets.net_from_param(segnet_basic_like(height, width), caffe.TRAIN)
     rng = np.random.default_rng(0)
     net.blobs["data"].data[...] = rng.uniform(0, 255, net.blobs["data"].data.shape)
     names = list(net._layer_names)

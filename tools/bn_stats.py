@@ -12,8 +12,12 @@ so each layer sees the inputs it saw in training. Two ways of turning the pass i
 - `exact` (default): pooled sums over every pixel of every image, so mean = E[x] and variance = E[x²] − E[x]²
   over the whole training set (N·H·W values per channel), with the unbiased factor m/(m−1), m the total count.
 - `tutorial`: SegNet-Tutorial's rule: the average of the per-batch means and the average of the per-batch
-  (biased) variances times m/(m−1) with m the N·H·W of one batch. The script's iteration count
-  `N//bs + N%bs` (which visits some images twice and is no ceiling) is not reproduced: every image is used once.
+  variances times m/(m−1), m the N·H·W of one batch. The script's iteration count `N//bs + N%bs` over a list
+  that wraps round (every batch full, some images twice) is not reproduced: every image is used once, so the
+  last batch may be partial. Each batch then counts as a sample of its own m_b values: its unbiased variance
+  uses its own factor m_b/(m_b−1), and batches are averaged weighted by m_b, so a partial batch's images
+  weigh as much as any others. With only full batches this is exactly the script's rule
+  (docs/bn_statistics.md).
 
 The statistics are written into BVLC BatchNorm blobs (mean, variance, scale factor 1). `fold_batchnorm` also
 writes a deploy net without BatchNorm, its statistics folded into the following Scale layer:
@@ -50,14 +54,19 @@ def in_batch_mode(net_param):
 
 
 class Moments:
-    """Per-channel statistics of one BatchNorm input, accumulated batch by batch."""
+    """Per-channel statistics of one BatchNorm input, accumulated batch by batch.
+
+    result("exact") pools every value; result("tutorial") averages the batches' means and unbiased variances
+    (each with its own m_b = N·H·W), weighted by m_b: the script's rule when every batch is full, and a
+    partial last batch counts in proportion to its size.
+    """
 
     def __init__(self):
         self.count = 0
         self.sum = self.sumsq = None
         self.batch_means: list[np.ndarray] = []
-        self.batch_vars: list[np.ndarray] = []
-        self.batch_count = 0
+        self.batch_vars: list[np.ndarray] = []  # biased (divided by m_b)
+        self.batch_counts: list[int] = []  # m_b = N·H·W of each batch
 
     def add(self, x: np.ndarray) -> None:
         x = x.astype(np.float64, copy=False)
@@ -71,7 +80,7 @@ class Moments:
         self.count += m
         self.batch_means.append(s / m)
         self.batch_vars.append(ss / m - np.square(s / m))
-        self.batch_count = m
+        self.batch_counts.append(m)
 
     def result(self, rule: str = "exact") -> tuple[np.ndarray, np.ndarray]:
         if self.count < 2:
@@ -80,9 +89,12 @@ class Moments:
             mean = self.sum / self.count
             var = (self.sumsq / self.count - np.square(mean)) * self.count / (self.count - 1)
         elif rule == "tutorial":
-            m = self.batch_count
-            mean = np.mean(self.batch_means, axis=0)
-            var = np.mean(self.batch_vars, axis=0) * m / (m - 1)
+            m = np.array(self.batch_counts, dtype=np.float64)[:, None]
+            if (m < 2).any():
+                raise ValueError("the tutorial rule needs at least two values per channel in every batch")
+            weight = m / m.sum()
+            mean = (weight * np.array(self.batch_means)).sum(axis=0)
+            var = (weight * np.array(self.batch_vars) * m / (m - 1)).sum(axis=0)
         else:
             raise ValueError(f"unknown rule '{rule}' (exact or tutorial)")
         return mean, np.maximum(var, 0.0)

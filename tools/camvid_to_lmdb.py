@@ -7,7 +7,8 @@ the way Caffe's own `convert_imageset` stores it (raw `Datum`, uint8, BGR, C x H
 order) and read back by `layers.camvid_data.CamVidData`. Labels go into a second LMDB as 1 x H x W Datums.
 
 Output is built in a hidden temporary folder next to OUT and renamed onto OUT only when complete and synced,
-so a failed or killed run never leaves a database at OUT.
+so a failed or killed run never leaves a database at OUT. Ctrl-C (SIGINT) and SIGTERM remove that folder and
+exit with one line (status 130 / 143); after a SIGKILL the next run removes it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -31,7 +33,7 @@ from PIL import Image, UnidentifiedImageError
 
 from tools.camvid import SPLITS, VOID, CamVidError, list_path, read_list
 from tools.lmdb_io import IMAGES, LABELS, META, PairReader, PairWriter, disk_size, encode_datum, map_size_for
-from tools.runio import fail
+from tools.runio import fail, fault_point
 
 # Label PNG modes that hold class indices directly: 8-bit grey, palette (the index, not the colour), 16-bit grey.
 INDEX_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I")
@@ -174,7 +176,10 @@ def convert(camvid_dir: Path | str, split: str, out: Path | str, height: int | N
         if limit < 1:
             raise CamVidError(f"--limit must be >= 1, got {limit}")
         pairs = pairs[:limit]
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CamVidError(f"{out}: cannot create its folder ({e.strerror}: {e.filename})") from None
     _remove_stale_partials(out)
     tmp = Path(tempfile.mkdtemp(prefix=f"{_partial_prefix(out)}{os.getpid()}-", dir=out.parent))
     writer = None
@@ -197,6 +202,7 @@ def convert(camvid_dir: Path | str, split: str, out: Path | str, height: int | N
                                       f"{shape[0]}x{shape[1]} (use --height/--width to resize all to one size)")
                 key = key_for(index, image_path)
                 writer.put(key, encode_datum(image), encode_datum(label))
+                fault_point("lmdb", index + 1)  # test-only kill point (tests/test_faults.py)
                 keys.append(key.decode())
                 pixels += label.size
                 label_counts += np.bincount(label.ravel(), minlength=VOID + 1)
@@ -274,7 +280,30 @@ def describe(summary: dict) -> str:
             f"in {summary['seconds']:.1f} s ({summary['count'] / max(summary['seconds'], 1e-9):.1f} img/s)")
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM: a BaseException, so convert() removes its temporary folder on the way out."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum, frame):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the clean-up short
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _main(argv)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.camvid_to_lmdb", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -293,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verify", action="store_true", help="read everything back and compare with the PNGs")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     args = parser.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    summary = None
     try:
         summary = convert(args.camvid, args.split, args.out, args.height, args.width, args.limit, args.force,
                           args.interpolation, workers=args.workers)
@@ -306,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {error}", file=sys.stderr)
     except (CamVidError, OSError) as error:
         fail("camvid_to_lmdb", str(error), code=1)
+    except Interrupted as stop:
+        what = (f"{args.out} was written, its verification stopped" if summary else
+                f"the partial output was removed, {args.out} is as it was")
+        fail("camvid_to_lmdb", f"interrupted by {signal.Signals(stop.signum).name}; {what}", code=128 + stop.signum)
     if args.json:
         print(json.dumps(summary, indent=1))
     return 0 if summary.get("verify", {"ok": True})["ok"] else 1

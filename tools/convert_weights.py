@@ -16,7 +16,9 @@ Mapping, by layer name, onto the deploy net our generator builds for ARCH (§2.2
   `y = scale*x + shift` (bn_mode INFERENCE). They go to our `X_scale` (Scale, bias_term) reshaped to (C,),
   and our `X_bn` (BatchNorm) is set to the identity: mean 0, variance 1-eps, scale factor 1, so
   (x-0)/sqrt(var+eps) is x exactly in float32. With `--fold-bn` they are folded into convolution X instead
-  (W' = W*scale, b' = b*scale + shift, as SegNet-Tutorial's BN-absorber.py does) and the net has no BN.
+  (W' = W*scale, b' = b*scale + shift, as SegNet-Tutorial's BN-absorber.py does) and the net has no BN;
+  the scale goes along each layer's output-channel axis: axis 0 of a Convolution's weights, axis 1 of a
+  Deconvolution's (BVLC stores those as input channels x output channels x kh x kw).
 - Upsample, Pooling, ReLU, LRN, Dropout, data and loss layers have no blobs: nothing to copy.
 Anything that does not fit (a layer the net needs but the file lacks, a layer of the file with blobs the
 net has no place for, a shape that differs) stops the conversion with the full list.
@@ -38,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.runio import atomic_path, fail
+from tools import nets
+from tools.runio import fail
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # before the first `import caffe`: its INFO log drowns ours
 
@@ -161,7 +164,7 @@ def read_caffemodel(path: Path | str) -> Caffemodel:
     message = caffe_pb2.NetParameter()
     try:
         message.ParseFromString(data)
-    except DecodeError:
+    except (DecodeError, RuntimeError, ValueError):
         raise ConvertError(f"{path}: not a caffemodel (truncated or corrupt?)") from None
     del data
     def blobs(lay) -> list[np.ndarray]:
@@ -236,15 +239,8 @@ def build_deploy(arch: str, classes: int, height: int, width: int, batchnorm: bo
 
 
 def load_net(net_param):
-    """A caffe.Net (TEST phase) for a NetParameter, through a temporary prototxt."""
-    import caffe
-
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
-        f.write(str(net_param))
-    try:
-        return caffe.Net(f.name, caffe.TEST)
-    finally:
-        os.unlink(f.name)
+    """A caffe.Net (TEST phase) of a NetParameter: tools.nets.net_from_param (the name tools.init_weights uses)."""
+    return nets.net_from_param(net_param)
 
 
 def target_layers(net) -> list[TargetLayer]:
@@ -330,13 +326,17 @@ def plan_conversion(source: list[SourceLayer], target: list[TargetLayer], fold_b
             bn = bn_of(t.name) if fold_bn else None
             if bn is not None:
                 used.add(bn.name)
-                affine = check_bn(bn, weights[0].shape[0])
+                # The output channel is axis 0 of Convolution (out, in, kh, kw) and InnerProduct (out, in)
+                # weights but axis 1 of Deconvolution's (in, out, kh, kw). (A grouped Deconvolution, whose
+                # axis 1 is out/group, is refused by the size check.)
+                out_axis = 1 if t.type == "Deconvolution" else 0
+                affine = check_bn(bn, weights[0].shape[out_axis])
                 if affine is None:
                     continue
                 scale, shift = affine
                 bias = weights[1].reshape(-1) if len(weights) > 1 else np.zeros_like(shift)
-                per_filter = scale.reshape(-1, *([1] * (weights[0].ndim - 1)))
-                weights = [weights[0] * per_filter, bias * scale + shift]
+                per_output = scale.reshape([-1 if axis == out_axis else 1 for axis in range(weights[0].ndim)])
+                weights = [weights[0] * per_output, bias * scale + shift]
             if len(weights) != len(t.shapes):
                 has = "a bias" if len(weights) > len(t.shapes) else "no bias"
                 plan.problems.append(f"{t.name}: {has} in the file ({len(weights)} blobs), the net has "
@@ -409,6 +409,7 @@ def convert(weights: Path | str, arch: str, out: Path | str, classes: int | None
     prototxt = out.with_suffix(".prototxt")
     if prototxt == out:
         raise ConvertError(f"{out}: --out names the caffemodel; its deploy prototxt goes next to it")
+    check_out(out, prototxt)
     model = read_caffemodel(weights)
     notes = check_known(model, "segnet-release", force, arch)
     known = model.known
@@ -431,16 +432,7 @@ def convert(weights: Path | str, arch: str, out: Path | str, classes: int | None
     for name, blobs in plan.blobs.items():
         for dst, value in zip(net.params[name], blobs):
             dst.data[...] = value
-    with atomic_path(out) as tmp_model, atomic_path(prototxt) as tmp_proto:
-        net.save(str(tmp_model))
-        tmp_proto.write_text(str(net_param))
-        _readable(tmp_model, tmp_proto)
-        # Load what was written with what was written: the check a user's `caffe test` would do.
-        check = _load_with_weights(tmp_proto, tmp_model)
-        for name, blobs in plan.blobs.items():
-            for dst, value in zip(check.params[name], blobs):
-                if not np.array_equal(dst.data, value):
-                    raise ConvertError(f"{out}: layer {name} did not read back identically")
+    _write_pair(net, net_param, plan, out, prototxt)
     n_params = int(sum(b.size for blobs in plan.blobs.values() for b in blobs))
     report = {
         "weights": str(model.path), "size": model.size, "sha256": model.sha256,
@@ -463,10 +455,55 @@ def _readable(*paths: Path) -> None:
         os.chmod(path, 0o666 & ~umask)
 
 
-def _load_with_weights(prototxt: Path, caffemodel: Path):
-    import caffe
+def check_out(*paths: Path) -> None:
+    """ConvertError unless each path can be written: not a folder, and its nearest existing parent a writable
+    folder (checked before the work, so a bad --out fails at once and creates nothing)."""
+    for path in paths:
+        if path.is_dir():
+            raise ConvertError(f"{path}: is a folder (--out names the caffemodel to write)")
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ConvertError(f"{path}: cannot be written ({parent} is not a folder)")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ConvertError(f"{path}: cannot be written ({parent} is not writable)")
 
-    return caffe.Net(str(prototxt), caffe.TEST, weights=str(caffemodel))
+
+def _write_pair(net, net_param, plan: Plan, out: Path, prototxt: Path) -> None:
+    """OUT and its prototxt, both or neither: each is written to a temporary file next to it and read back
+    (the check a user's `caffe test` would do); only then is the prototxt renamed into place, the caffemodel
+    last, and if that last rename fails the prototxt is taken back."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConvertError(f"{out.parent}: cannot create the output folder ({e.strerror})") from None
+    temporaries = []
+    try:
+        for path in (out, prototxt):
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+            os.close(fd)
+            temporaries.append(Path(name))
+        tmp_model, tmp_proto = temporaries
+        net.save(str(tmp_model))
+        tmp_proto.write_text(str(net_param))
+        _readable(tmp_model, tmp_proto)
+        check = nets.load_net(tmp_proto, tmp_model)
+        for name, blobs in plan.blobs.items():
+            for dst, value in zip(check.params[name], blobs):
+                if not np.array_equal(dst.data, value):
+                    raise ConvertError(f"{out}: layer {name} did not read back identically")
+        os.replace(tmp_proto, prototxt)
+        try:
+            os.replace(tmp_model, out)
+        except OSError:
+            prototxt.unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        raise ConvertError(f"{e.filename or out}: cannot write ({e.strerror})") from None
+    finally:
+        for tmp in temporaries:
+            tmp.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -498,8 +535,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = convert(args.weights, args.arch, args.out, args.classes, args.height, args.width,
                          args.force, args.fold_bn, log=log)
-    except ConvertError as e:
+    except (ConvertError, nets.WeightsError) as e:
         fail(TOOL, str(e))
+    except OSError as e:
+        fail(TOOL, f"{e.filename or args.out}: {e.strerror or e}")
     for note in report["notes"]:
         log(note)
     if args.json:

@@ -1,11 +1,13 @@
 """Score label-PNG predictions against ground truth with the paper's metrics (G, C, mIoU, BF).
 
     python -m tools.evaluate --pred DIR --gt DIR [--json] [--bf-rule paper|public] [--out DIR] [--no-bf]
+                             [--average all|present]
     python -m tools.evaluate --pred DIR --camvid DIR [--split test] ...
 
-Predictions are single-channel label PNGs (0..10) named like the ground truth PNGs (CamVid `testannot/`);
-extra files in the prediction folder (e.g. tools.segment's `*_colour.png`) are ignored.  The metrics
-themselves live in `tools.metrics` (see there for how each is computed and every interpretation).
+Predictions are single-channel label PNGs (0..10, or 11 = void; any other value is refused) named like the
+ground truth PNGs (CamVid `testannot/`); extra files in the prediction folder (e.g. tools.segment's
+`*_colour.png`) are ignored.  The metrics themselves live in `tools.metrics` (see there for how each is
+computed and every interpretation).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from tools import camvid
-from tools.metrics import (BF_RULES, BF_TOLERANCE, BF_VOID_MODES, BoundaryStats, MetricAccumulator,
-                           boundary_stats, confusion_matrix)
+from tools.metrics import (AVERAGE_RULES, BF_RULES, BF_TOLERANCE, BF_VOID_MODES, BoundaryStats,
+                           MetricAccumulator, boundary_stats, confusion_matrix)
 from tools.runio import atomic_path, fail, write_text_atomic
 
 
@@ -49,11 +51,29 @@ def read_label_png(path: Path | str) -> np.ndarray:
     return labels.astype(np.int64) if labels.dtype.kind not in "iu" else labels
 
 
-def _read_pair(gt_path: Path, pred_path: Path) -> tuple[np.ndarray, np.ndarray]:
+def check_label_values(labels: np.ndarray, path: Path | str, num_classes: int, void: int, what: str) -> None:
+    """EvaluationError naming `path` and the bad values unless every label is 0..num_classes-1 or `void`.
+
+    Such a file is not a label map of this dataset (a colour or 0/255 mask, another class count): scoring
+    it would count those pixels as silent misses."""
+    values, counts = np.unique(labels, return_counts=True)
+    bad = (values < 0) | (values >= num_classes)
+    bad &= values != void
+    if bad.any():
+        shown = ", ".join(f"{v} ({c} px)" for v, c in zip(values[bad][:5], counts[bad][:5]))
+        more = f" and {int(bad.sum()) - 5} more" if bad.sum() > 5 else ""
+        raise EvaluationError(f"{path}: {what} values must be 0..{num_classes - 1} or {void} (void), found "
+                              f"{shown}{more}")
+
+
+def _read_pair(gt_path: Path, pred_path: Path, num_classes: int = camvid.NUM_CLASSES,
+               void: int = camvid.VOID) -> tuple[np.ndarray, np.ndarray]:
     gt, pred = read_label_png(gt_path), read_label_png(pred_path)
     if gt.shape != pred.shape:
         raise EvaluationError(f"{pred_path}: size {pred.shape[1]}x{pred.shape[0]} differs from the ground "
                               f"truth {gt_path} ({gt.shape[1]}x{gt.shape[0]})")
+    check_label_values(gt, gt_path, num_classes, void, "ground truth")
+    check_label_values(pred, pred_path, num_classes, void, "prediction")
     return gt, pred
 
 
@@ -81,7 +101,7 @@ def _image_counts(args) -> tuple[np.ndarray, BoundaryStats | None]:
     """Confusion counts and boundary counts of one image; reads PNGs when given paths (worker function)."""
     gt, pred, num_classes, void, boundary, tolerance, bf_void = args
     if isinstance(gt, (str, Path)):
-        gt, pred = _read_pair(Path(gt), Path(pred))
+        gt, pred = _read_pair(Path(gt), Path(pred), num_classes, void)
     elif np.shape(gt) != np.shape(pred):
         raise EvaluationError(f"prediction {np.shape(pred)} and ground truth {np.shape(gt)} differ in size")
     cm = confusion_matrix(gt, pred, num_classes, void)
@@ -90,9 +110,12 @@ def _image_counts(args) -> tuple[np.ndarray, BoundaryStats | None]:
 
 
 def _evaluate(items: Iterable, total: int | None, *, num_classes: int, void: int, boundary: bool,
-              bf_rule: str, bf_void: str, tolerance: float, workers: int, progress: bool) -> dict:
+              bf_rule: str, bf_void: str, tolerance: float, workers: int, progress: bool,
+              average: str) -> dict:
     if bf_rule not in BF_RULES:
         raise EvaluationError(f"unknown BF rule {bf_rule!r} (choose from {', '.join(BF_RULES)})")
+    if average not in AVERAGE_RULES:
+        raise EvaluationError(f"unknown average {average!r} (choose from {', '.join(AVERAGE_RULES)})")
     acc = MetricAccumulator(num_classes, void, boundary, tolerance, bf_void)
     jobs = ((gt, pred, num_classes, void, boundary, tolerance, bf_void) for gt, pred in items)
     bar = tqdm(total=total, desc="evaluate", unit="img", disable=not progress, file=sys.stderr, leave=False)
@@ -112,11 +135,12 @@ def _evaluate(items: Iterable, total: int | None, *, num_classes: int, void: int
         bar.close()
     if acc.count == 0:
         raise EvaluationError("nothing to evaluate (no images)")
-    return _result(acc, bf_rule, bf_void, tolerance)
+    return _result(acc, bf_rule, bf_void, tolerance, average)
 
 
-def _result(acc: MetricAccumulator, bf_rule: str, bf_void: str, tolerance: float) -> dict:
-    s = acc.summary(bf_rule)
+def _result(acc: MetricAccumulator, bf_rule: str, bf_void: str, tolerance: float,
+            average: str = "all") -> dict:
+    s = acc.summary(bf_rule, average)
     names = (camvid.CLASSES if acc.num_classes == camvid.NUM_CLASSES
              else [f"class{i}" for i in range(acc.num_classes)])
     return {
@@ -130,6 +154,10 @@ def _result(acc: MetricAccumulator, bf_rule: str, bf_void: str, tolerance: float
                                      s["per_class_boundary_f1"], s["per_class_pixels"])
         ],
         "num_images": s["num_images"],
+        # How C and mIoU treat classes with no ground-truth pixel in the scored set (tools.metrics).
+        "average": average,
+        "average_rule": AVERAGE_RULES[average],
+        "absent_classes": [names[i] for i in s["absent_classes"]],
         "boundary_f1_rule": bf_rule if acc.boundary else None,
         "boundary_f1_void": bf_void if acc.boundary else None,
         "boundary_tolerance": tolerance if acc.boundary else None,
@@ -141,9 +169,9 @@ def _result(acc: MetricAccumulator, bf_rule: str, bf_void: str, tolerance: float
 
 def _options(num_classes: int = camvid.NUM_CLASSES, void: int = camvid.VOID, boundary: bool = True,
              bf_rule: str = "paper", bf_void: str = "mask", tolerance: float = BF_TOLERANCE, workers: int = 1,
-             progress: bool = False) -> dict:
+             progress: bool = False, average: str = "all") -> dict:
     return dict(num_classes=num_classes, void=void, boundary=boundary, bf_rule=bf_rule, bf_void=bf_void,
-                tolerance=tolerance, workers=workers, progress=progress)
+                tolerance=tolerance, workers=workers, progress=progress, average=average)
 
 
 def evaluate_arrays(pairs: Iterable[tuple[np.ndarray, np.ndarray]], total: int | None = None,
@@ -151,7 +179,8 @@ def evaluate_arrays(pairs: Iterable[tuple[np.ndarray, np.ndarray]], total: int |
     """Metrics of in-memory (gt, pred) label maps, e.g. the training tool's validation predictions.
 
     Options: num_classes, void, boundary (False skips BF), bf_rule ("paper" | "public"), bf_void
-    ("mask" | "keep"), tolerance (fraction of the diagonal), workers, progress.
+    ("mask" | "keep"), tolerance (fraction of the diagonal), workers, progress, average ("all" | "present",
+    how C and mIoU treat classes absent from the ground truth: tools.metrics.AVERAGE_RULES).
     """
     if total is None and hasattr(pairs, "__len__"):
         total = len(pairs)
@@ -207,6 +236,9 @@ def format_table(result: dict) -> str:
     rule = result.get("boundary_f1_rule")
     lines.append(f"({result['num_images']} images; BF: {rule} rule, void {result.get('boundary_f1_void')})"
                  if rule else f"({result['num_images']} images; BF not computed)")
+    if result.get("absent_classes"):
+        lines.append(f"(C and mIoU: {result['average_rule']}; absent from the ground truth: "
+                     f"{', '.join(result['absent_classes'])})")
     return "\n".join(lines)
 
 
@@ -280,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'mask' (default): predictions on GT-void pixels are set to void before extracting "
                         "boundaries, as compute_test_results.m ignores them; 'keep': used as is, as "
                         "computeBFmeasure.m")
+    p.add_argument("--average", default="all", choices=list(AVERAGE_RULES),
+                   help="how C and mIoU treat a class absent from the ground truth: 'all' (default) = "
+                        "every class counts, an absent one as 0, as compute_test_results.m; 'present' = only "
+                        "present classes, as fcn's score.py (nanmean)")
     p.add_argument("--tolerance", type=float, default=BF_TOLERANCE,
                    help="BF matching distance as a fraction of the image diagonal (default 0.0075)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
@@ -289,12 +325,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_out_folder(path: Path) -> None:
+    from tools.runio import out_folder_problem
+
+    problem = out_folder_problem(path)
+    if problem:
+        raise EvaluationError(problem)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.num_classes < 1:
+        parser.error(f"--num-classes must be >= 1, got {args.num_classes}")
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    if not args.tolerance > 0:
+        parser.error(f"--tolerance must be > 0, got {args.tolerance}")
     options = dict(num_classes=args.num_classes, void=args.void, boundary=not args.no_bf,
                    bf_rule=args.bf_rule, bf_void=args.bf_void, tolerance=args.tolerance,
-                   workers=max(1, args.workers), progress=sys.stderr.isatty())
+                   workers=args.workers, progress=sys.stderr.isatty(), average=args.average)
     try:
+        if args.out is not None:
+            check_out_folder(args.out)
         if args.gt is not None:
             result = evaluate_dirs(args.pred, args.gt, **options)
         else:

@@ -9,7 +9,8 @@ G, C, mIoU are computed exactly as SegNet-Tutorial's `Scripts/compute_test_resul
   * C = sum of the per-class recalls / 11 and mIoU = sum of the per-class IoUs / 11.  The divisor is
     always the number of classes: a class absent from the ground truth of the split scores 0 and still
     counts, where fcn's `score.py` (`np.nanmean`) would skip it as NaN.  When every class occurs in the
-    ground truth, as in the CamVid test split, both give the same number.
+    ground truth, as in the CamVid test split, both give the same number; on a subset (`--limit`) or another
+    data set they differ.  `average="present"` gives fcn's numbers instead (AVERAGE_RULES).
 
 BF follows the paper (TPAMI 2017 §3.3, after Csurka et al. BMVC 2013): for each image and class, the
 boundary of the class in the ground truth and in the prediction are matched with a tolerance of 0.75 % of
@@ -34,6 +35,12 @@ BF_TOLERANCE = 0.0075  # fraction of the image diagonal: computeBFmeasure.m's ma
 BF_RULES = ("paper", "public")
 BF_VOID_MODES = ("mask", "keep")
 _SMALL_PIECE = 2000  # edges; see _maximum_matching
+# How C and mIoU average the per-class values (the text goes into tools.evaluate's output).
+AVERAGE_RULES = {
+    "all": "all classes, absent count 0 (compute_test_results.m)",
+    "present": "present classes only (fcn score.py's nanmean): C over the classes in the ground truth, "
+               "mIoU over those in the ground truth or the prediction",
+}
 
 
 def _check_pair(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,9 +99,26 @@ def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
     return np.divide(diag, rows, out=np.zeros_like(diag), where=rows > 0)
 
 
-def class_average_accuracy(cm: np.ndarray) -> float:
-    """C = sum(per-class recall) / K (compute_test_results.m: `sum(diag(conf))/numClasses`)."""
-    return float(per_class_accuracy(cm).sum() / np.asarray(cm).shape[0])
+def _check_average(average: str) -> None:
+    if average not in AVERAGE_RULES:
+        raise ValueError(f"unknown average {average!r} (choose from {', '.join(AVERAGE_RULES)})")
+
+
+def absent_classes(cm: np.ndarray) -> list[int]:
+    """Classes with no pixel in the ground truth (their row of the matrix is empty)."""
+    _, rows, _ = _split(cm)
+    return np.flatnonzero(rows == 0).tolist()
+
+
+def class_average_accuracy(cm: np.ndarray, average: str = "all") -> float:
+    """C: "all" = sum(per-class recall) / K (compute_test_results.m: `sum(diag(conf))/numClasses`);
+    "present" = the mean over the classes present in the ground truth (0 if none)."""
+    _check_average(average)
+    acc = per_class_accuracy(cm)
+    if average == "all":
+        return float(acc.sum() / len(acc))
+    present = _split(cm)[1] > 0
+    return float(acc[present].mean()) if present.any() else 0.0
 
 
 def per_class_iou(cm: np.ndarray) -> np.ndarray:
@@ -104,9 +128,16 @@ def per_class_iou(cm: np.ndarray) -> np.ndarray:
     return np.divide(diag, union, out=np.zeros_like(diag), where=rows > 0)
 
 
-def mean_iou(cm: np.ndarray) -> float:
-    """mIoU = sum(IoU) / K (compute_test_results.m: `sum(intoverunion)/numClasses`)."""
-    return float(per_class_iou(cm).sum() / np.asarray(cm).shape[0])
+def mean_iou(cm: np.ndarray, average: str = "all") -> float:
+    """mIoU: "all" = sum(IoU) / K (compute_test_results.m: `sum(intoverunion)/numClasses`); "present" = the
+    mean over the classes whose union is not empty, i.e. in the ground truth or the prediction (0 if none)."""
+    _check_average(average)
+    iou = per_class_iou(cm)
+    if average == "all":
+        return float(iou.sum() / len(iou))
+    diag, rows, cols = _split(cm)
+    defined = rows + cols - diag > 0
+    return float(iou[defined].mean()) if defined.any() else 0.0
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -461,12 +492,14 @@ class MetricAccumulator:
         sums = np.where(counted, f1, 0.0).sum(axis=0)
         return [float(s / c) if c else None for s, c in zip(sums, n)]
 
-    def summary(self, rule: str = "paper") -> dict:
-        """Fractions in [0, 1]; per-class lists in class-index order."""
+    def summary(self, rule: str = "paper", average: str = "all") -> dict:
+        """Fractions in [0, 1]; per-class lists in class-index order; `average` as AVERAGE_RULES."""
         return {
             "global_accuracy": global_accuracy(self.cm),
-            "class_average_accuracy": class_average_accuracy(self.cm),
-            "mean_iou": mean_iou(self.cm),
+            "class_average_accuracy": class_average_accuracy(self.cm, average),
+            "mean_iou": mean_iou(self.cm, average),
+            "average": average,
+            "absent_classes": absent_classes(self.cm),
             "boundary_f1": self.boundary_f1(rule),
             "per_class_accuracy": per_class_accuracy(self.cm).tolist(),
             "per_class_iou": per_class_iou(self.cm).tolist(),

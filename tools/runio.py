@@ -53,7 +53,7 @@ def load_net_param(path: Path | str):
     param = caffe_pb2.NetParameter()
     try:
         text_format.Merge(Path(path).read_text(), param)
-    except (OSError, text_format.ParseError) as e:
+    except (OSError, UnicodeDecodeError, text_format.ParseError) as e:
         raise ValueError(f"{path}: not a readable Caffe prototxt ({e})") from None
     return param
 
@@ -75,6 +75,28 @@ def set_caffe_mode():
     else:
         caffe.set_mode_cpu()
     return caffe
+
+
+def gpu_problem(gpu: int) -> str | None:
+    """Why `--gpu gpu` cannot work, or None: Caffe aborts the whole process (a glog CHECK) on a negative device
+    or on any GPU call of its CPU-only build (known from the build's prefix, as `make setup` names it)."""
+    if gpu < 0:
+        return f"--gpu must be >= 0, got {gpu}"
+    prefix = caffe_prefix()
+    if prefix is not None and "-cuda" not in prefix.name and os.environ.get("CAFFE_BUILD") != "cuda":
+        return f"--gpu {gpu}: this Caffe is the CPU-only build ({prefix.name}); run without --gpu"
+    return None
+
+
+def out_folder_problem(path: Path) -> str | None:
+    """Why `path` cannot be an output folder (checked before the work, creating nothing), or None."""
+    path = Path(path)
+    if path.exists():
+        return None if path.is_dir() else f"{path}: exists and is not a folder (--out)"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return None if parent.is_dir() else f"{path}: cannot be created ({parent} is not a folder) (--out)"
 
 
 def caffe_prefix() -> Path | None:

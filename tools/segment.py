@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from tools import camvid
 from tools.camvid_to_lmdb import interpolation_for
-from tools.runio import atomic_path, fail
+from tools.runio import atomic_path, fail, gpu_problem, out_folder_problem
 
 
 class SegmentError(ValueError):
@@ -119,7 +119,9 @@ def segment_images(net, paths: Sequence[Path | str], out_dir: Path | str, alpha:
                    interpolation: str = "auto", progress: bool = False) -> list[dict]:
     """Segment every image; returns per image the paths written ({"image", "labels", "colour", "overlay"})."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    problem = out_folder_problem(out_dir)
+    if problem:
+        raise SegmentError(problem)
     paths = [Path(p) for p in paths]
     stems = [p.stem for p in paths]
     if len(set(stems)) != len(stems):
@@ -130,7 +132,6 @@ def segment_images(net, paths: Sequence[Path | str], out_dir: Path | str, alpha:
              else [f"class {i}" for i in range(num_classes)])
     colours = camvid.COLOURS if num_classes <= camvid.NUM_CLASSES else \
         np.random.default_rng(0).integers(0, 256, (num_classes, 3), dtype=np.uint8)
-    _save_png(legend(names, colours), out_dir / "legend.png")
     written = []
     for path in tqdm(paths, desc="segment", unit="img", disable=not progress, file=sys.stderr):
         image = read_image(path)
@@ -143,16 +144,19 @@ def segment_images(net, paths: Sequence[Path | str], out_dir: Path | str, alpha:
                   outputs["colour"])
         _save_png(overlay(image, labels, alpha), outputs["overlay"])
         written.append({k: str(v) for k, v in outputs.items()})
+        if len(written) == 1:  # only once an image succeeded: a failed run leaves no lone legend
+            _save_png(legend(names, colours), out_dir / "legend.png")
     return written
 
 
 def load_net(model: Path | str, weights: Path | str):
-    import caffe
+    """The deploy net with its weights, both checked (tools.nets); SegmentError with a one-line reason."""
+    from tools import nets
 
-    for f, what in ((model, "model"), (weights, "weights")):
-        if not Path(f).is_file():
-            raise SegmentError(f"{f}: {what} file not found")
-    return caffe.Net(str(model), caffe.TEST, weights=str(weights))
+    try:
+        return nets.load_net(model, weights)
+    except ValueError as e:  # WeightsError, or a prototxt that does not parse
+        raise SegmentError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,6 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give either IMAGES or --list SPLIT (with --camvid DIR)")
     if args.list and args.camvid is None:
         parser.error("--list needs --camvid DIR")
+    if not 0 <= args.alpha <= 1:
+        parser.error(f"--alpha must be in 0..1, got {args.alpha}")
+    if args.gpu is not None and gpu_problem(args.gpu):
+        parser.error(gpu_problem(args.gpu))
     try:
         paths = args.images or [image for image, _ in camvid.read_list(args.camvid, args.list)]
         import caffe
