@@ -14,15 +14,17 @@ PYTEST_ARGS ?=
 # cpu or cuda: which Caffe `make setup` builds and links (the Docker image sets CAFFE_BUILD=cuda).
 CAFFE_BUILD ?= cpu
 
-.PHONY: help setup setup-cuda test test-slow prototxt camvid-train camvid-test benchmark lint clean
+.PHONY: help setup setup-cuda test test-slow prototxt camvid-train camvid-test benchmark benchmark-memory lint clean
 
 help:
 	@echo "make setup          build BVLC Caffe (cached) and .venv"
 	@echo "make test           set up, then run the test suite (CAMVID_DIR=path/to/CamVid)"
 	@echo "make camvid-train   ARCH=$(ARCH) PRESET=$(PRESET) CAMVID=$(CAMVID) RUN=$(RUN): LMDB, train, BN stats, evaluate"
-	@echo "make camvid-test    ARCH=... WEIGHTS=...: evaluate a model on the CamVid test split"
+	@echo "                    (same command again: resumes and finishes; RESTART=1 starts over; BATCH= ITER_SIZE=)"
+	@echo "make camvid-test    ARCH=... WEIGHTS=... [DEPLOY=... | HEIGHT= WIDTH=]: evaluate on the CamVid test split"
 	@echo "make prototxt       regenerate prototxt/models/*"
 	@echo "make benchmark      the paper's Table 1 / Table 6 comparison on this machine"
+	@echo "make benchmark-memory  peak memory of training and validation, every architecture and preset"
 
 setup:
 	@bash tools/install_caffe.sh $(if $(filter cuda,$(CAFFE_BUILD)),--cuda)
@@ -41,17 +43,25 @@ prototxt: setup
 
 camvid-train: setup
 	$(PY) -m tools.camvid_pipeline train --arch $(ARCH) --preset $(PRESET) --camvid $(CAMVID) --run $(RUN) \
-		$(if $(INIT_WEIGHTS),--init-weights $(INIT_WEIGHTS)) $(if $(CLASS_WEIGHTS),--class-weights $(CLASS_WEIGHTS))
+		$(if $(INIT_WEIGHTS),--init-weights $(INIT_WEIGHTS)) $(if $(CLASS_WEIGHTS),--class-weights $(CLASS_WEIGHTS)) \
+		$(if $(BATCH),--batch $(BATCH)) $(if $(ITER_SIZE),--iter-size $(ITER_SIZE)) \
+		$(if $(MAX_ITER),--max-iter $(MAX_ITER)) $(if $(RESTART),--restart)
 
+# Scores at the resolution the weights were trained at: their run folder's, DEPLOY's, or HEIGHT x WIDTH.
 camvid-test: setup
-	$(PY) -m tools.camvid_pipeline test --arch $(ARCH) --preset $(PRESET) --weights $(WEIGHTS) --camvid $(CAMVID) \
-		--run $(RUN) $(if $(DEPLOY),--deploy $(DEPLOY))
+	$(PY) -m tools.camvid_pipeline test --arch $(ARCH) --weights $(WEIGHTS) --camvid $(CAMVID) --run $(RUN) \
+		$(if $(DEPLOY),--deploy $(DEPLOY)) $(if $(HEIGHT),--height $(HEIGHT)) $(if $(WIDTH),--width $(WIDTH))
 
 benchmark: setup
 	$(PY) -m tools.benchmark --camvid $(CAMVID) --out results/benchmark
+
+# Peak memory of training and validation, every architecture under both presets (the paper part takes an hour
+# on 2 cores; re-running measures only what is missing).
+benchmark-memory: setup
+	$(PY) -m tools.benchmark_memory --camvid $(CAMVID) --out results/memory
 
 lint: setup
 	.venv/bin/hadolint Dockerfile
 
 clean:
-	rm -rf runs results .pytest_cache
+	rm -rf runs results/benchmark .pytest_cache  # results/memory is committed

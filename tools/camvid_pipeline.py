@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
 from tools.camvid import SPLITS
-from tools.runio import atomic_path, fail, fault_point, load_net_param, set_caffe_mode, write_text_atomic
+from tools.runio import (append_jsonl, atomic_path, fail, fault_point, load_net_param, read_jsonl, set_caffe_mode,
+                         write_text_atomic)
 
 TOOL = "camvid_pipeline"
 TABLE1 = {"segnet-basic", "segnet-basic-single-channel-decoder", "segnet-basic-encoder-addition",
@@ -131,7 +133,7 @@ def evaluate_split(deploy: Path, weights: Path, camvid: Path, split: str, out: P
     return result
 
 
-def pipeline_config(args) -> "TrainConfig":
+def pipeline_config(args):
     """The run's settings from the preset and the command line's overrides (checked, nothing written)."""
     from tools.train import TrainConfig
 
@@ -172,14 +174,20 @@ def run_train(args) -> int:
         return 0
     t0 = time.perf_counter()
     timings = {}
+
+    def stage_done(key: str, seconds: float) -> None:
+        """Each stage's time, appended as it ends (stages.jsonl): an interrupted run's earlier work stays counted."""
+        timings[key] = seconds
+        append_jsonl(run / "stages.jsonl", {"stage": key, "seconds": seconds, "load": os.getloadavg()[0]})
+
     if continuing:
         log(f"[pipeline] {run} exists with the same settings: continuing it")
     train_src = ensure_lmdb(camvid, "train", Path(cfg.train_source), cfg.height, cfg.width, log)
     ensure_lmdb(camvid, "val", Path(cfg.val_source), cfg.height, cfg.width, log)
-    timings["lmdb_s"] = time.perf_counter() - t0
+    stage_done("lmdb_s", time.perf_counter() - t0)
     t1 = time.perf_counter()
     state = train(cfg, run, log=log, restart=False, memory_check=args.memory_check)
-    timings["train_s"] = time.perf_counter() - t1
+    stage_done("train_s", time.perf_counter() - t1)
     if state.get("stopped_by"):
         log(f"[pipeline] stopped by {state['stopped_by']} at iteration {state['iteration']}: run the same command "
             "again to finish")
@@ -204,12 +212,16 @@ def run_train(args) -> int:
             bn_stats.compute(deploy, best, batches, run / "inference.caffemodel",
                              folded_out=run / "deploy_folded.caffemodel", total=total)
     fault_point("bn-stats", 1)
-    timings["bn_stats_s"] = time.perf_counter() - t2
+    stage_done("bn_stats_s", time.perf_counter() - t2)
     t3 = time.perf_counter()
     result = evaluate_split(deploy, run / "inference.caffemodel", camvid, "test", run / "eval" / "test", log,
                             limit=args.limit)
-    timings["evaluate_s"] = time.perf_counter() - t3
+    stage_done("evaluate_s", time.perf_counter() - t3)
     timings["total_s"] = time.perf_counter() - t0
+    # Over every invocation of the command (an interrupted run's work included), from stages.jsonl.
+    for record in read_jsonl(run / "stages.jsonl"):
+        key = "all_invocations_" + record["stage"]
+        timings[key] = timings.get(key, 0.0) + record["seconds"]
     write_text_atomic(run / "timings.json", json.dumps(timings, indent=2))
     log(f"[pipeline] done in {timings['total_s'] / 60:.1f} min: {run}")
     if args.json:

@@ -5,7 +5,8 @@ The estimate is a count of what BVLC Caffe allocates, read off the nets built at
 lazily, so building them costs almost nothing):
 
 - every blob of the net: data, plus its diff while training;
-- learnable parameters: data, diff and the SGD history while training, data alone for inference;
+- learnable parameters: data, diff and the SGD history while training, plus the transient protobuf copy and
+  serialisation of a snapshot (two more), data alone for inference;
 - layer internals: the im2col column buffer of each convolution (C_in·kh·kw × H_out·W_out floats, per layer,
   whatever the batch: at 360×480 a 7×7 64-channel convolution alone needs 2.2 GB) and of each deconvolution
   (C_out·kh·kw × H_in·W_in), BatchNorm's two copies of its input, the softmax's probabilities in the loss,
@@ -56,7 +57,9 @@ def net_bytes(net, net_param, training: bool) -> dict:
     `training`). `net_param` is the NetParameter `net` was built from (for kernel sizes)."""
     by_name = {layer.name: layer for layer in net_param.layer}
     blobs = sum(b.count for b in net.blobs.values()) * FLOAT * (2 if training else 1)
-    params = sum(b.count for blobs_ in net.params.values() for b in blobs_) * FLOAT * (3 if training else 1)
+    weights = sum(b.count for blobs_ in net.params.values() for b in blobs_) * FLOAT
+    # Training: data, diff and SGD history, plus a snapshot's transient copy and serialisation (Caffe's ToProto).
+    params = weights * (5 if training else 1)
     internal = python_top = 0
     for name, layer in zip(net._layer_names, net.layers):
         bottoms = [net.blobs[b].data.shape for b in net.bottom_names[name]]
@@ -91,15 +94,25 @@ def lmdb_cache_bytes(source: str | Path) -> int:
     return int(m.get("count", 0)) * int(m.get("height", 0)) * int(m.get("width", 0)) * 4
 
 
-def current_rss() -> int:
-    """Resident memory of this process now (bytes)."""
+def _status_bytes(field: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return None
+
+
+def current_rss() -> int:
+    """Resident memory of this process now (bytes)."""
+    return _status_bytes("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def peak_rss() -> int:
+    """Peak resident memory of this process's image (bytes): VmHWM. Not getrusage's ru_maxrss, which Linux keeps
+    across execve, so a child started from a large parent would report the parent's peak as its own."""
+    return _status_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def estimate_run(cfg, train_prototxt: Path, deploy_prototxt: Path) -> dict:

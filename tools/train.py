@@ -29,7 +29,6 @@ import gc
 import json
 import math
 import os
-import resource
 import shutil
 import signal
 import sys
@@ -249,8 +248,10 @@ class Validator:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (MB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """This process's peak resident memory so far (MB), as the kernel counts it (tools.memory.peak_rss)."""
+    from tools.memory import peak_rss
+
+    return peak_rss() / 2 ** 20
 
 
 def _stem(run: Path, iteration: int) -> Path:
@@ -272,16 +273,61 @@ def _commit_snapshot(solver, run: Path, state: dict) -> Path:
     os.replace(writing.with_suffix(".caffemodel"), stem.with_suffix(".caffemodel"))
     fault_point("snapshot-model-moved", it)
     write_text_atomic(stem.with_suffix(".state.json"), json.dumps(state, indent=2))
-    solver_state = caffe_pb2.SolverState()
-    solver_state.ParseFromString(writing.with_suffix(".solverstate").read_bytes())
-    solver_state.learned_net = str(stem.with_suffix(".caffemodel"))
-    with atomic_path(stem.with_suffix(".solverstate")) as tmp:
-        tmp.write_bytes(solver_state.SerializeToString())
+    _relink_solverstate(writing.with_suffix(".solverstate"), stem.with_suffix(".solverstate"),
+                        str(stem.with_suffix(".caffemodel")))
     writing.with_suffix(".solverstate").unlink()
     for suffix in (".caffemodel", ".solverstate"):
         with atomic_path(run / f"last{suffix}") as tmp:
             shutil.copyfile(stem.with_suffix(suffix), tmp)
     return stem
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[i]
+        value |= (byte & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if not byte & 0x80:
+            return value, i
+
+
+def _relink_solverstate(src: Path, dst: Path, learned_net: str) -> None:
+    """Copy Caffe's solverstate `src` to `dst` (atomically) with its learned_net replaced.
+
+    Caffe serialises SolverState in field order, iter (1) then learned_net (2), then the history (3), which is as
+    large as the weights: only the head is rewritten and the history is copied as bytes, so a snapshot costs no
+    second in-memory copy of it. Any other layout is rewritten through caffe_pb2."""
+    from caffe.proto import caffe_pb2
+
+    name = learned_net.encode()
+    with open(src, "rb") as f:
+        head = f.read(1 << 16)
+        try:
+            tag, i = _varint(head, 0)
+            _, i = _varint(head, i) if tag == 0x08 else (None, -1)
+            tag, j = _varint(head, i) if i > 0 else (None, -1)
+            length, j = _varint(head, j) if tag == 0x12 else (0, -1)
+        except IndexError:
+            j = -1
+        with atomic_path(dst) as tmp:
+            with open(tmp, "wb") as out:
+                if j > 0:
+                    size, k = bytearray(), len(name)
+                    while True:
+                        size.append((k & 0x7F) | (0x80 if k > 0x7F else 0))
+                        k >>= 7
+                        if not k:
+                            break
+                    out.write(head[:i] + b"\x12" + bytes(size) + name)
+                    f.seek(j + length)
+                    shutil.copyfileobj(f, out, 1 << 20)
+                else:
+                    f.seek(0)
+                    state = caffe_pb2.SolverState()
+                    state.ParseFromString(f.read())
+                    state.learned_net = learned_net
+                    out.write(state.SerializeToString())
 
 
 def _snapshot_candidates(run: Path) -> list[tuple[int, Path]]:
@@ -330,7 +376,7 @@ def check_snapshot(path: Path, net) -> tuple[int, dict]:
 
 RUN_OUTPUTS = ("config.json", "provenance.json", "state.json", "scalars.jsonl", "train.log", "curve.png",
                "best.caffemodel", "last.caffemodel", "last.solverstate", "snapshots", "net", "inference.caffemodel",
-               "deploy_folded.caffemodel", "deploy_folded.prototxt", "eval", "timings.json")
+               "deploy_folded.caffemodel", "deploy_folded.prototxt", "eval", "timings.json", "stages.jsonl")
 
 
 def clear_run(run: Path) -> None:
@@ -478,19 +524,20 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter
                 return run / "best.caffemodel"
             return None
 
-        before = peak_rss_mb()
+        before, started = peak_rss_mb(), time.perf_counter()
         stem = _stem(run, it)
         solver = None
         gc.collect()
         v = validator(stem.with_suffix(".caffemodel"), it, save_if_better)
         solver, _ = open_solver(it)
         solver.restore(str(stem.with_suffix(".solverstate")))
-        v.update(iteration=it, rss_base_mb=rss_base_mb, peak_rss_before_mb=before, peak_rss_after_mb=peak_rss_mb())
+        v.update(iteration=it, rss_base_mb=rss_base_mb, peak_rss_before_mb=before, peak_rss_after_mb=peak_rss_mb(),
+                 seconds=time.perf_counter() - started, load=os.getloadavg()[0])
         state["validated"] = it
         append_jsonl(run / "scalars.jsonl", v)
         log(f"[train] validation at {it}: G {100 * v['val_global_accuracy']:.1f}  "
             f"C {100 * v['val_class_average_accuracy']:.1f}  mIoU {100 * v['val_mean_iou']:.1f}  "
-            f"(best G at {state['best_iteration']})")
+            f"(best G at {state['best_iteration']}; {v['seconds']:.0f} s, peak {v['peak_rss_after_mb']:.0f} MB)")
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     losses: list[float] = []
@@ -550,7 +597,7 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter
     state["complete"] = True
     write_text_atomic(state_path, json.dumps(state, indent=2))
     plot_curve(run)
-    del solver, validator
+    solver = validator = None
     gc.collect()
     return state
 
