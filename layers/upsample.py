@@ -14,7 +14,7 @@ reference]``, where the output takes the height and width of ``reference`` (mean
 ``param_str`` is JSON with exactly caffe-segnet's ``upsample_param`` keys (``scale``, ``scale_h``,
 ``scale_w``, ``pad_out_h``, ``pad_out_w``, ``upsample_h``, ``upsample_w``); an empty ``param_str`` means
 ``scale: 2``. Semantics follow caffe-segnet's ``src/caffe/layers/upsample_layer.cpp``
-(../shared/reference/caffe_semantics.md §1.2): zero-filled top, ``top[mask[i]] = value[i]`` per plane;
+(docs/caffe.md §1.2): zero-filled top, ``top[mask[i]] = value[i]`` per plane;
 backward ``value_diff[i] = top_diff[mask[i]]`` (a pure gather, no accumulation); no gradient to the mask.
 Deliberate differences, each turning silent misbehaviour into an error:
 
@@ -51,7 +51,7 @@ except ImportError:  # the pure functions stay usable without Caffe (PyTorch-onl
 PARAM_KEYS = ("scale", "scale_h", "scale_w", "pad_out_h", "pad_out_w", "upsample_h", "upsample_w")
 _INT_KEYS = ("scale", "scale_h", "scale_w", "upsample_h", "upsample_w")
 _BOOL_KEYS = ("pad_out_h", "pad_out_w")
-# The mask is a float32 blob: flat indices are exact only up to 2**24 (caffe_semantics.md §1.2).
+# The mask is a float32 blob: flat indices are exact only up to 2**24 (docs/caffe.md §1.2).
 MAX_PLANE = 2**24
 
 

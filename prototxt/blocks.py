@@ -2,11 +2,11 @@
 
 The builder tracks each blob's (channels, height, width) while the net is written, so generators can
 derive sizes from the network itself: the unpooling output sizes (23x30 and 45x60 for SegNet at 360x480,
-caffe_semantics.md §1.2, never hard-coded), and clear errors when an input is too small for an architecture.
+docs/caffe.md §1.2, never hard-coded), and clear errors when an input is too small for an architecture.
 The shape rules are Caffe's own (BVLC `conv_layer.cpp`, `pooling_layer.cpp` with its ceil rounding and
 clipping, `deconv_layer.cpp`); the tests check them against instantiated nets.
 
-Conventions (interfaces.md, SegNet-Tutorial):
+Conventions (SegNet-Tutorial's prototxts, docs/paper.md §7):
 - a convolution `X` is followed, in place, by BatchNorm `X_bn`, Scale `X_scale` and ReLU (`reluN` for
   `convN`/`fcN`, else `X_relu`); BatchNorm has no `param` specs (BVLC forces lr_mult 0 on its statistics);
 - weights msra-filled with lr_mult 1 / decay 1, biases constant 0 with lr_mult 2 / decay 0, as every
@@ -258,7 +258,8 @@ class NetBuilder:
         return self._set(top, self.shape(a))
 
     def dropout(self, name: str, top):
-        """Dropout 0.5 in place when the `dropout` option is on (Bayesian SegNet's placement, §7c)."""
+        """Dropout 0.5 in place when the `dropout` option is on (Bayesian SegNet's placement,
+        docs/paper.md §7.3)."""
         if not self.opts.dropout:
             return top
         shape = self.shape(top)
@@ -277,7 +278,7 @@ class NetBuilder:
 
         Loss: class-weighted `InfogainLoss` with H = diag(w) (BVLC's has an internal softmax over axis 1), or
         `SoftmaxWithLoss`; both ignore the void label and divide by the number of valid pixels
-        (`normalization: VALID`), which is caffe-segnet's weighted SoftmaxWithLoss exactly (caffe_semantics §1.5).
+        (`normalization: VALID`), which is caffe-segnet's weighted SoftmaxWithLoss exactly (docs/caffe.md §3).
         """
         o, n = self.opts, self.n
         k, h, w = self.shape(score)

@@ -1,15 +1,15 @@
-"""DeconvNet (Noh et al.; HyeonwooNoh/DeconvNet DeconvNet_inference_deploy.prototxt, paper_facts §8b).
+"""DeconvNet (Noh et al.; HyeonwooNoh/DeconvNet DeconvNet_inference_deploy.prototxt, docs/paper.md §8.2).
 
 VGG16 encoder with BatchNorm and masked pooling; fc6 = 7x7 conv, fc7 = 1x1 conv (1024 wide as the SegNet
-benchmark restricted them, §2b; `fc_dim=4096` for the original's 251.8 M parameters); `fc6-deconv` a 7x7
-Deconvolution back to 512 maps; then unpool5..unpool1 (index unpooling, layers.upsample) each followed by
-3x3 Deconvolutions (pad 1) with BatchNorm and ReLU; `seg-score` 1x1 to K.
+benchmark restricted them, docs/paper.md §2.2; `fc_dim=4096` for the original's 251.8 M parameters);
+`fc6-deconv` a 7x7 Deconvolution back to 512 maps; then unpool5..unpool1 (index unpooling, layers.upsample)
+each followed by 3x3 Deconvolutions (pad 1) with BatchNorm and ReLU; `seg-score` 1x1 to K.
 
-UNCONFIRMED how fc6 was handled at 360x480 (§8b, §9.7). Chosen: exactly the original operations, applied
-fully convolutionally: fc6 is a *valid* 7x7 convolution (pool5 12x15 -> 6x9) and fc6-deconv the valid 7x7
-Deconvolution that inverts its geometry (6x9 -> 12x15), so every unpooling gets its pooled size back
-(derived sizes 23x30, 45x60, 90x120, 180x240, 360x480; the original wrote `unpool_size` by hand). This needs
-pool5 >= 7x7, i.e. inputs of at least 193x193; the generator says so for smaller ones.
+UNCONFIRMED how fc6 was handled at 360x480 (docs/paper.md §8.2, §9.12). Chosen: exactly the original
+operations, applied fully convolutionally: fc6 is a *valid* 7x7 convolution (pool5 12x15 -> 6x9) and
+fc6-deconv the valid 7x7 Deconvolution that inverts its geometry (6x9 -> 12x15), so every unpooling gets its
+pooled size back (derived sizes 23x30, 45x60, 90x120, 180x240, 360x480; the original wrote `unpool_size` by
+hand). This needs pool5 >= 7x7, i.e. inputs of at least 193x193; the generator says so for smaller ones.
 Weights msra-filled (the original used gaussian std 0.01; msra as every other net here).
 Dropout (option): after fc6 and fc7, VGG16's placement (the original has none).
 """

@@ -1,13 +1,14 @@
-"""FCN-8s on VGG16 (fcn.berkeleyvision.org voc-fcn8s/net.py, paper_facts §8a) as the SegNet benchmark ran it.
+"""FCN-8s on VGG16 (fcn.berkeleyvision.org voc-fcn8s, docs/paper.md §8.1) as the SegNet benchmark ran it.
 
 - conv1_1 pad 100; fc6 = 7x7 conv 4096 (pad 0), fc7 = 1x1 conv 4096; score_fr 1x1 K; skip scores on pool4 and
   pool3; upscore2 (x2), upscore_pool4 (x2), upscore8 (x8) Deconvolutions with bilinear kernels (4, 4, 16);
   every crop offset from caffe.coord_map (5, 9 and 31 at any input size, as the reference).
-- The SegNet benchmark changes (paper_facts §2b): BatchNorm after every convolution of VGG16 and fc6/fc7
+- The SegNet benchmark changes (docs/paper.md §2.2): BatchNorm after every convolution of VGG16 and fc6/fc7
   (not after the score layers or the deconvolutions, which are linear classifiers/interpolators); dropout
   0.5 after fc6 and fc7 (the reference's placement) when the dropout option is on. Staged FCN-8s, not the
   "at-once" variant: its fixed pool3/pool4 scalings exist to balance un-normalised features, which BatchNorm
-  already does. UNCONFIRMED whether the paper's "FCN" is FCN-8s (§9.9); it describes "three decoders".
+  already does. UNCONFIRMED whether the paper's "FCN" is FCN-8s (docs/paper.md §9.13); it describes "three
+  decoders".
 - `fcn`: fixed bilinear upsampling (lr_mult 0), channel-wise (group K, BVLC "bilinear" filler), computing
   exactly what the reference's diagonal K x K kernels compute. `fcn-learnt-deconv`: full K x K kernels,
   learnt (lr_mult 1), initialised bilinear and made diagonal by `prototxt.surgery.bilinear_surgery`.

@@ -46,7 +46,7 @@ class Options:
     shuffle: bool | None = None  # default: true for train, false for test
     mirror: bool = False  # the paper used no augmentation
     batchnorm: bool = True  # the paper's benchmark put BatchNorm after every convolution
-    dropout: bool = False  # 0.5 where Bayesian SegNet puts it (paper_facts §7c)
+    dropout: bool = False  # 0.5 where Bayesian SegNet puts it (docs/paper.md §7.3)
     biases: str | None = None  # paper | public; default paper for the SegNet-Basic family, public otherwise
     data: str = "lmdb"  # lmdb: the CamVidData Python layer; input: Input layers for data and label
     fc_dim: int | None = None  # DeconvNet fc6/fc7 width: 1024 (SegNet benchmark, default) or 4096 (original)

@@ -43,7 +43,7 @@ class Arch:
 
 ARCH_LIST = [
     Arch("segnet", "SegNet", segnet.segnet, "benchmark", "published", "public", 29.4e6,
-         "paper_facts §5: 29.43 M derived from SegNet-Tutorial, Table 6 117 MB",
+         "docs/paper.md §5: 29.43 M derived from SegNet-Tutorial, Table 6 117 MB",
          BENCHMARK_NOTES[:1] + [
              "SegNet-Tutorial segnet_train.prototxt: VGG16 encoder and mirrored decoder, 3x3 convs, BatchNorm+Scale "
              "and ReLU after every conv but conv1_1_D; layer names as SegNet-Tutorial.",
@@ -90,8 +90,8 @@ ARCH_LIST = [
          "published", "paper", 1.625e6, "paper Table 1", TABLE1_NOTES + [
              "No 1x1 reductions: 4 learnt 8x8 stride-2 Deconvolutions 64->64 (bilinear init + surgery) with pool3, "
              "pool2, pool1 added in full, then conv_classifier 1x1 64->K.",
-             "Parameter count 1.661 M is 2.2 % above the paper's 1.625 M; no reading of §1a gets closer (4 x "
-             "8x8x64x64 = 1.049 M of deconvolutions alone; the paper apparently rounded them to 1.0 M)."]),
+             "Parameter count 1.661 M is 2.2 % above the paper's 1.625 M; no reading of docs/paper.md §1.1 gets "
+             "closer (4 x 8x8x64x64 = 1.049 M of deconvolutions alone; the paper apparently rounded them to 1.0 M)."]),
     Arch("fcn-basic-no-addition-no-dim-reduction", "FCN-Basic-NoAddition-NoDimReduction",
          segnet.fcn_basic_no_addition_no_dim_reduction, "table1", "published", "paper", 1.625e6, "paper Table 1",
          TABLE1_NOTES + [

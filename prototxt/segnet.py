@@ -1,7 +1,8 @@
 """SegNet (VGG16 encoder-decoder), SegNet-Basic and the paper's Table 1 decoder variants.
 
-Sources: paper_facts.md §1a (variant definitions), §7a/§7b (SegNet-Tutorial's segnet_basic_train.prototxt
-and segnet_train.prototxt: names, sizes, fillers), §7c (Bayesian SegNet dropout placement).
+Sources: docs/paper.md §1.1 (variant definitions), §7.1/§7.2 (SegNet-Tutorial's segnet_basic_train.prototxt
+and segnet_train.prototxt: names, sizes, fillers), §7.3 (Bayesian SegNet dropout placement) and §9 (the
+unconfirmed details and their readings).
 Every UNCONFIRMED detail is decided in one place below, with the reason; the choice is the reading that
 reproduces the paper's Table 1 parameter count (checked by tests/test_prototxt.py, see NOTES).
 """
@@ -24,11 +25,13 @@ SEGNET_DECODER = (
 
 def segnet(b: NetBuilder):
     data, label = b.inputs()
-    # Bayesian SegNet's dropout: after pool3, pool4, pool5 and after conv5_1_D, conv4_1_D, conv3_1_D (§7c).
+    # Bayesian SegNet's dropout: after pool3, pool4, pool5 and after conv5_1_D, conv4_1_D, conv3_1_D
+    # (docs/paper.md §7.3).
     enc = vgg16_encoder(b, data, mask=True, drop_pools=(3, 4, 5))
     x = enc["pool5_out"]
     for stage, widths in SEGNET_DECODER:
-        # upsample5 restores conv5_3's 23x30 and upsample4 conv4_3's 45x60 at 360x480 (derived, §7b).
+        # upsample5 restores conv5_3's 23x30 and upsample4 conv4_3's 45x60 at 360x480
+        # (derived, docs/paper.md §7.2).
         x = b.unpool(f"upsample{stage}", x, enc[f"pool{stage}"], enc[f"pool{stage}_mask"])
         for i, width in zip(range(len(widths), 0, -1), widths):
             name = f"conv{stage}_{i}_D"
@@ -42,8 +45,8 @@ def segnet(b: NetBuilder):
 
 
 # ---------------------------------------------------------------------------------- SegNet-Basic family
-BASIC_WIDTH = 64  # every encoder and decoder layer of SegNet-Basic has 64 feature maps (§3.3)
-BASIC_KERNEL = 7  # "constant 7x7 kernels" in every encoder and decoder layer (§3.1)
+BASIC_WIDTH = 64  # every encoder and decoder layer of SegNet-Basic has 64 feature maps (paper §3.3)
+BASIC_KERNEL = 7  # "constant 7x7 kernels" in every encoder and decoder layer (paper §3.1)
 
 
 def basic_encoder(b: NetBuilder, data, mask: bool):
@@ -72,17 +75,18 @@ def segnet_basic_like(b: NetBuilder, depthwise: bool = False, encoder_addition: 
                       bilinear: bool = False):
     """SegNet-Basic and the variants that keep its decoder convolutions.
 
-    Decoder k (k = 4..1): upsample -> 7x7 conv 64 -> BN, no ReLU (§1a).
+    Decoder k (k = 4..1): upsample -> 7x7 conv 64 -> BN, no ReLU (docs/paper.md §1.1).
     - depthwise (SingleChannelDecoder): each decoder filter sees only its own upsampled map: group = 64.
     - encoder_addition: decoder k's output (at encoder k's pre-pool size) gets the pooled output of encoder
       k-1 (the same size, 64 maps) added, for k = 4, 3, 2; decoder 1 adds nothing (there is no pooled map at
-      full size). UNCONFIRMED which tensor (§1a); this reading adds "the max-pooled output of the
-      corresponding encoder" (Fig. 3 caption) and stores 64 maps at 180x240 at most, the paper's storage
-      multiplier 64 (§1, notes). Parameters are unchanged (1.425 M).
-    - bilinear (Bilinear-Interpolation): the index unpooling is replaced by fixed bilinear x2 upsampling
-      (a channel-wise Deconvolution 4x4 stride 2 pad 1, lr 0, cropped to the encoder's pre-pool size) and the
-      decoder filters are single-channel. UNCONFIRMED what follows the upsampling (§1a, §9); this is the
-      reading that gives the paper's 0.625 M, equal to SingleChannelDecoder's, and storage 0 (no indices).
+      full size). UNCONFIRMED which tensor (docs/paper.md §9.2); this reading adds "the max-pooled output of
+      the corresponding encoder" (Fig. 3 caption) and stores 64 maps at 180x240 at most, the paper's storage
+      multiplier 64 (docs/paper.md §1.2). Parameters are unchanged (1.425 M).
+    - bilinear (Bilinear-Interpolation): the index unpooling is replaced by fixed bilinear x2 upsampling (a
+      channel-wise Deconvolution 4x4 stride 2 pad 1, lr 0, cropped to the encoder's pre-pool size) and the
+      decoder filters are single-channel. UNCONFIRMED what follows the upsampling (docs/paper.md §9.3); this
+      is the reading that gives the paper's 0.625 M, equal to SingleChannelDecoder's, and storage 0 (no
+      indices).
     """
     data, label = b.inputs()
     enc = basic_encoder(b, data, mask=not bilinear)
@@ -120,22 +124,24 @@ def bilinear_interpolation(b):
 
 
 # ------------------------------------------------------------------------------------ FCN-Basic family
-FCN_BASIC_KERNEL = 8  # "inverse convolution (deconvolution) with an 8x8 kernel" (§1a)
+FCN_BASIC_KERNEL = 8  # "inverse convolution (deconvolution) with an 8x8 kernel" (docs/paper.md §1.1)
 
 
 def fcn_basic_like(b: NetBuilder, addition: bool = True, dim_reduction: bool = True):
-    """FCN-Basic and its three ablations (§1a): SegNet-Basic's encoder, then 4 decoders that each upsample
-    x2 by a learnt Deconvolution (8x8, stride 2, pad 3: exactly twice the size; bilinear initialisation,
-    group 1 so the count is the paper's; `prototxt.surgery.bilinear_surgery` makes it channel-diagonal) and,
-    with `addition`, add the encoder's pooled map of the same size; no trainable filters after upsampling.
+    """FCN-Basic and its three ablations (docs/paper.md §1.1): SegNet-Basic's encoder, then 4 decoders that
+    each upsample x2 by a learnt Deconvolution (8x8, stride 2, pad 3: exactly twice the size; bilinear
+    initialisation, group 1 so the count is the paper's; `prototxt.surgery.bilinear_surgery` makes it
+    channel-diagonal) and, with `addition`, add the encoder's pooled map of the same size; no trainable
+    filters after upsampling.
 
     - dim_reduction: every encoder map used is first compressed to K channels by a trainable 1x1 conv
       (`score_poolN`, with bias: no BatchNorm follows), so the deconvolutions are K -> K and the decoder
       output is the K-class score. Without it everything stays at 64 channels and a 1x1 `conv_classifier`
       maps the last decoder's 64 maps to K.
-    - UNCONFIRMED stride/pad and the last decoder (§9): stride 2 with pad 3 (so 23x30 -> 46x60 is cropped to
-      45x60 by coord_map, offset 0); the added maps are pool3, pool2, pool1 (the storage multiplier is based
-      on the 180x240 first-layer map, §1 notes), and the last decoder (to full size) adds nothing.
+    - UNCONFIRMED stride/pad and the last decoder (docs/paper.md §9.4): stride 2 with pad 3 (so 23x30 -> 46x60
+      is cropped to 45x60 by coord_map, offset 0); the added maps are pool3, pool2, pool1 (the storage
+      multiplier is based on the 180x240 first-layer map, docs/paper.md §1.2), and the last decoder (to full
+      size) adds nothing.
     - No BatchNorm after the 1x1 reductions or the deconvolutions (as FCN: BN follows the encoder convs).
     """
     data, label = b.inputs()

@@ -1,4 +1,4 @@
-"""Solvers for the paper's two protocols (paper_facts §2a, §2b, §2c).
+"""Solvers for the paper's two protocols (docs/paper.md §2.1, §2.2, §2.3).
 
 - table1 (decoder-variant study, SegNet-Basic family): SGD, fixed lr 0.1, momentum 0.9, batch 12 (in the
   train net); max_iter 10000 as SegNet-Tutorial's segnet_basic_solver (the paper: "until convergence").

@@ -58,7 +58,7 @@ def markdown(rows: list[dict]) -> str:
         "Parameters: convolution and deconvolution weights and biases plus the Scale layers' (BatchNorm's "
         "learnt scale and shift), not BatchNorm's statistics blobs (`prototxt.count_params`). Model size: "
         "the deploy net's caffemodel as Caffe saves it (float32, statistics blobs included). The paper's "
-        "counts: Table 1 (Table 1 variants), paper_facts §5/§8 (SegNet 29.4 M from the public prototxt; "
+        "counts: Table 1 (Table 1 variants), docs/paper.md §5 (SegNet 29.4 M from the public prototxt; "
         "FCN-VGG16 134 M; DeepLab-LargeFOV 20.5 M; DeconvNet 252 M with its original 4096-wide fc layers, "
         "none published for the benchmark's 1024). The paper's Table 6 model sizes: SegNet 117 MB, "
         "DeepLab-LargeFOV 83 MB, FCN (learnt deconv) 539 MB, DeconvNet 877 MB (fits neither fc width).",

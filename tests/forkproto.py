@@ -1,7 +1,7 @@
 """Caffemodels in caffe-segnet's wire format, written by the tests themselves.
 
 The SegNet authors' released weights (Model Zoo) were saved by caffe-segnet, whose `caffe.proto` adds
-fields BVLC does not know or numbers differently (caffe_semantics.md §1.1): `bn_param` = 45,
+fields BVLC does not know or numbers differently (docs/caffe.md §6.1): `bn_param` = 45,
 `upsample_param` = 137 (BVLC: `embed_param`), `dense_image_data_param` = 138 (BVLC: `tile_param`),
 `LossParameter.weight_by_label_freqs` = 3 (BVLC: `normalization`) and `class_weighting` = 4. We have no
 fork `caffe_pb2`, so those fields are written here as raw protobuf wire bytes appended to a BVLC
@@ -150,7 +150,7 @@ def _conv_weights(rng: np.random.Generator, cout: int, cin: int, k: int, bias: b
 
 
 def _bn_weights(rng: np.random.Generator, c: int) -> list[np.ndarray]:
-    """Folded statistics (released models, §1.3): a per-channel affine, stored 1xCx1x1."""
+    """Folded statistics (released models, docs/caffe.md §6.4): a per-channel affine, stored 1xCx1x1."""
     scale = rng.uniform(0.5, 1.5, (1, c, 1, 1)).astype(np.float32)
     shift = (rng.standard_normal((1, c, 1, 1)) * 0.2).astype(np.float32)
     return [scale, shift]

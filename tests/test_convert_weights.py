@@ -1,11 +1,11 @@
 """tools.convert_weights on caffemodels in caffe-segnet's wire format, against an independent PyTorch forward.
 
-The released weights cannot be downloaded any more (caffe_semantics.md §1.6), so tests/forkproto.py writes files
+The released weights cannot be downloaded any more (docs/caffe.md §6.4), so tests/forkproto.py writes files
 the way caffe-segnet does (BN blobs 1xCx1x1, `upsample_param` at field 137, `dense_image_data_param` at 138, the
 weighted loss's fields 3 and 4) with random weights. Each is converted, run in BVLC Caffe (our deploy net with
 the Python Upsample layer) on a real CamVid image, and compared with PyTorch running caffe-segnet's inference
-semantics on the same numbers: BN in INFERENCE mode is `scale*x + shift` (§1.3), max pooling rounds up
-(ceil_mode=True) and unpooling scatters to the pre-pool size (§3.2).
+semantics on the same numbers: BN in INFERENCE mode is `scale*x + shift` (docs/caffe.md §2.1), max pooling rounds up
+(ceil_mode=True) and unpooling scatters to the pre-pool size (docs/caffe.md §1.3).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ MEASURED: dict[str, dict[str, float]] = {}
 
 @pytest.fixture(scope="module")
 def image(camvid_dir):
-    """A real CamVid test image as DenseImageData delivers it: BGR, 0-255, no mean (§1.4)."""
+    """A real CamVid test image as DenseImageData delivers it: BGR, 0-255, no mean (docs/caffe.md §4)."""
     path = read_list(camvid_dir, "test")[0][0]
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     assert bgr is not None, path
@@ -165,7 +165,7 @@ def compare(key: str, caffe_out, reference, *args):
 
 # --- the fork files themselves -------------------------------------------------------------------------
 def test_fork_file_reads_in_bvlc_as_a_real_one_does():
-    """BVLC's caffe_pb2 mis-reads the fork's fields exactly as caffe_semantics.md §2.1 records."""
+    """BVLC's caffe_pb2 mis-reads the fork's fields exactly as docs/caffe.md §6.2 records."""
     data, _ = forkproto.segnet_basic()
     net = caffe_pb2.NetParameter()
     net.ParseFromString(data)

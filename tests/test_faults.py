@@ -227,3 +227,36 @@ def test_solverstate_relink_keeps_everything_else(tmp_path, name):
     got.ParseFromString((tmp_path / "b").read_bytes())
     state.learned_net = name
     assert got == state
+
+
+def no_validation(cmd: list[str]) -> list[str]:
+    i = cmd.index("--val-source")
+    return cmd[:i] + cmd[i + 2:]
+
+
+def test_validation_leaves_the_training_untouched(lmdb, reference, tmp_path):
+    """A validation releases the solver and restores it from the snapshot; a run that never validates (so never
+    restores) is the oracle for the weights and losses."""
+    run_dir = tmp_path / "run"
+    result = run(no_validation(train_cmd(lmdb, run_dir)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    plain = outcome_without_validation(run_dir)
+    assert plain["last"] == reference["last"] and plain["losses"] == reference["losses"]
+
+
+def outcome_without_validation(run_dir: Path) -> dict:
+    records = [json.loads(line) for line in (run_dir / "scalars.jsonl").read_text().splitlines()]
+    return {"last": weights_of(run_dir / "last.caffemodel"),
+            "losses": [(r["iteration"], r["loss"]) for r in records if "loss" in r]}
+
+
+def test_iter_size_run_resumes_identically(lmdb, tmp_path):
+    """With --iter-size 2 the data layer counts two forward passes per iteration; a resume must continue the
+    batch sequence there. An uninterrupted run without validation (never rebuilt) is the oracle."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    extra = ("--iter-size", "2", "--batch", "1")
+    assert run(no_validation(train_cmd(lmdb, straight, *extra))).returncode == 0
+    assert run(no_validation(train_cmd(lmdb, killed, *extra)), fault="step:5").returncode == -9
+    again = run(no_validation(train_cmd(lmdb, killed, *extra)))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert outcome_without_validation(killed) == outcome_without_validation(straight)

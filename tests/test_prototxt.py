@@ -29,9 +29,9 @@ EXPECTED_ARCHS = [
     "bilinear-interpolation", "fcn-basic", "fcn-basic-no-addition", "fcn-basic-no-dim-reduction",
     "fcn-basic-no-addition-no-dim-reduction", "fcn", "fcn-learnt-deconv", "deconvnet", "deeplab-largefov",
 ]
-# The paper's counts (paper_facts §1, §5, §8). FCN-Basic-NoDimReduction's 1.625 M is 2.2 % below the
-# 4 x 8x8x64x64 deconvolutions + encoder any reading of §1a has (1.661 M): the paper rounded the 1.049 M of
-# deconvolutions to 1.0 M. Those two get 2.5 %, everything else 2 %.
+# The paper's counts (docs/paper.md §1, §5). FCN-Basic-NoDimReduction's 1.625 M is 2.2 % below the
+# 4 x 8x8x64x64 deconvolutions + encoder any reading of docs/paper.md §1.1 has (1.661 M, §1.4): the paper
+# rounded the 1.049 M of deconvolutions to 1.0 M. Those two get 2.5 %, everything else 2 %.
 PAPER_PARAMS = {
     "segnet": 29.4e6, "segnet-basic": 1.425e6, "segnet-basic-single-channel-decoder": 0.625e6,
     "segnet-basic-encoder-addition": 1.425e6, "bilinear-interpolation": 0.625e6, "fcn-basic": 0.65e6,
@@ -41,7 +41,7 @@ PAPER_PARAMS = {
 }
 TOLERANCE = {"fcn-basic-no-dim-reduction": 0.025, "fcn-basic-no-addition-no-dim-reduction": 0.025}
 
-# SegNet-Tutorial Models/segnet_train.prototxt and segnet_basic_train.prototxt (paper_facts §7a, §7b).
+# SegNet-Tutorial Models/segnet_train.prototxt and segnet_basic_train.prototxt (docs/paper.md §7.1, §7.2).
 SEGNET_TUTORIAL = {
     "Convolution": [
         "conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3", "conv4_1", "conv4_2",
@@ -185,12 +185,12 @@ def test_parameter_counts_match_paper(arch):
 
 def test_deconvnet_parameter_counts():
     assert abs(count_params(build_net("deconvnet", Options(split="deploy", fc_dim=4096))) / 252e6 - 1) <= 0.02
-    # The benchmark's 1024-wide fc layers: 81.9 M derived (paper_facts §5), plus Scale.
+    # The benchmark's 1024-wide fc layers: 81.9 M derived (docs/paper.md §5), plus Scale.
     assert abs(count_params(build_net("deconvnet", Options(split="deploy"))) / 81.9e6 - 1) <= 0.01
 
 
 def test_count_params_hand_computed():
-    """SegNet-Basic with the paper's no-bias convolutions, counted by hand (paper_facts §1a)."""
+    """SegNet-Basic with the paper's no-bias convolutions, counted by hand (docs/paper.md §1.4)."""
     encoder = 3 * 64 * 49 + 3 * 64 * 64 * 49
     decoder = 4 * 64 * 64 * 49
     classifier = 64 * 11 + 11

@@ -119,3 +119,26 @@ def test_pipeline_end_to_end(camvid_dir, tmp_path):
         assert (run / name).is_file(), name
     assert len(list((run / "eval" / "test" / "predictions").glob("*.png"))) == 3
     assert "Road" in result.stderr  # the per-class table is printed
+
+
+def test_camvid_test_scores_at_the_training_resolution(camvid_dir, tmp_path):
+    """`make camvid-test` takes the resolution from the weights' run folder, or refuses when it cannot know it."""
+    run = tmp_path / "run"
+    env = dict(os.environ, GLOG_minloglevel="2")
+    base = [sys.executable, "-m", "tools.camvid_pipeline"]
+    trained = subprocess.run(base + ["train", "--camvid", str(camvid_dir), "--run", str(run), "--max-iter", "1",
+                                     "--batch", "2", "--height", str(H), "--width", str(W), "--limit", "2"],
+                             cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    scored = subprocess.run(base + ["test", "--camvid", str(camvid_dir), "--run", str(tmp_path / "t"), "--weights",
+                                    str(run / "inference.caffemodel"), "--limit", "2", "--json"],
+                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    assert f"trained at {H}x{W}" in scored.stderr
+    assert json.loads(scored.stdout)["model"] == str(run / "net" / "deploy.prototxt")
+    loose = tmp_path / "elsewhere.caffemodel"
+    loose.write_bytes((run / "inference.caffemodel").read_bytes())
+    refused = subprocess.run(base + ["test", "--camvid", str(camvid_dir), "--run", str(tmp_path / "u"), "--weights",
+                                     str(loose)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert refused.returncode == 2 and "cannot tell the resolution" in refused.stderr
+    assert "DEPLOY=" in refused.stderr.strip().splitlines()[-1]

@@ -1,6 +1,6 @@
 """The Upsample Python layer inside real caffe.Net objects, against caffe-segnet's golden vector and PyTorch.
 
-PyTorch is the independent oracle (caffe_semantics.md §3.2): max_pool2d(ceil_mode=True,
+PyTorch is the independent oracle (docs/caffe.md §1.3): max_pool2d(ceil_mode=True,
 return_indices=True) gives the same values and flat indices as BVLC's MAX Pooling with kernel >= stride, and
 max_unpool2d(output_size=...) scatters and gathers like caffe-segnet's Upsample. All comparisons are exact.
 """

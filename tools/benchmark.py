@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("GLOG_minloglevel", "2")  # before pycaffe: Caffe's INFO log would drown the progress output
 
 # ------------------------------------------------------------------------------------------ the paper's figures
-# Table 1 (paper_facts.md §1): params (M), storage multiplier (None = "n/a"), inference time (ms, Titan, cuDNN v3).
+# Table 1 (docs/paper.md §1): params (M), storage multiplier (None = "n/a"), inference time (ms, Titan, cuDNN v3).
 PAPER_TABLE1: dict[str, tuple[float, int | None, float]] = {
     "bilinear-interpolation": (0.625, 0, 24.2),
     "segnet-basic": (1.425, 1, 52.6),
@@ -61,7 +61,7 @@ PAPER_TABLE1: dict[str, tuple[float, int | None, float]] = {
     "fcn-basic-no-dim-reduction": (1.625, 64, 44.8),
     "fcn-basic-no-addition-no-dim-reduction": (1.625, 0, 43.9),
 }
-# Table 6 (paper_facts.md §5): forward ms, backward ms, training memory MB (batch 4), inference memory MB (batch 1),
+# Table 6 (docs/paper.md §5): forward ms, backward ms, training memory MB (batch 4), inference memory MB (batch 1),
 # model size MB. "FCN (learnt deconv)" is our fcn-learnt-deconv.
 PAPER_TABLE6: dict[str, tuple[float, float, float, float, float]] = {
     "segnet": (422.50, 488.71, 6803, 1052, 117),
@@ -155,7 +155,7 @@ def time_layers(net, repeats: int, warmup: int, backward: bool = True) -> dict:
 
 
 def storage_multiplier(param, channels: dict[str, int]) -> int:
-    """Table 1's storage multiplier from the architecture (paper §3.1, paper_facts.md §1).
+    """Table 1's storage multiplier from the architecture (paper §3.1, docs/paper.md §1.2).
 
     The paper counts, for the first-layer encoder feature map only, what the decoder must keep from the encoder,
     in units of one float32 channel at that resolution (64 maps = 11 MB = 64 x 0.17 MB; the pooling indices cost

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="only the first N pairs (default: the whole split)")
     parser.add_argument("--batch", type=int, default=4, help="training batch size (SegNet-Tutorial: 4)")
     parser.add_argument("--iteration-seconds", type=float,
-                        help="fwd+bwd seconds per image instead of measuring (caffe_build.md: ~5 s at 360x480)")
+                        help="fwd+bwd seconds per image instead of measuring (docs/caffe.md §7.6: ~5 s at 360x480)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     args = parser.parse_args(argv)
     for name in ("limit", "batch"):

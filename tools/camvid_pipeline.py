@@ -8,7 +8,7 @@ Presets (see PRESETS below for the numbers):
   training, statistics and evaluation in well under an hour on a 2-core CPU. Predictions are made at 90×120, their
   class scores upsampled bilinearly to 360×480 (tools.segment.predict), and scored against the full-resolution
   ground truth.
-- `paper` follows the paper's protocol for the architecture (paper_facts §2): Table 1 variants at 360×480, SGD
+- `paper` follows the paper's protocol for the architecture (docs/paper.md §2): Table 1 variants at 360×480, SGD
   fixed lr 0.1, momentum 0.9, batch 12, median-frequency class weights, validation every 1000 iterations and the
   best validation global accuracy kept; the deep architectures with fixed lr 1e-3, momentum 0.9, batch 5, no class
   balancing (Table 3), VGG16 encoder when `--init-weights` is given.

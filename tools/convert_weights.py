@@ -4,12 +4,12 @@
         --out weights/webdemo.caffemodel
 
 The released files (SegNet-Tutorial `Example_Models/segnet_model_zoo.md`) were written by caffe-segnet,
-whose `caffe.proto` numbers some fields differently from BVLC (caffe_semantics.md §1.1, §2.1). BVLC's
+whose `caffe.proto` numbers some fields differently from BVLC (docs/caffe.md §6.1, §6.2). BVLC's
 `caffe_pb2` still parses them; the fork's layer parameters come out as the wrong fields (`upsample_param`
 reads as `embed_param`, `dense_image_data_param` as `tile_param`, ...), so only each layer's name, type
 and blobs are read, and both the current `layer` field and the legacy V1 `layers` field are accepted.
 
-Mapping, by layer name, onto the deploy net our generator builds for ARCH (§2.2):
+Mapping, by layer name, onto the deploy net our generator builds for ARCH (docs/caffe.md §6.3):
 - Convolution / Deconvolution: copied as they are.
 - `X_bn` of type `BN` (blobs scale, shift, each 1xCx1x1): the released models have their dataset statistics
   already folded into these two blobs (Kendall, caffe-segnet issue #48), so the fork runs them as
@@ -394,7 +394,7 @@ def _arch_hint(model: Caffemodel, arch: str) -> str:
 def _detect_biases(model: Caffemodel) -> str | None:
     """The generator's `biases` option that matches the file: "public" if every convolution followed by a
     BN has a bias blob (SegNet-Tutorial's prototxts, so every released model, although the paper's
-    SegNet-Basic has none: paper_facts.md §9.3), "paper" if none has one, None (the arch default) if
+    SegNet-Basic has none: docs/paper.md §9.6), "paper" if none has one, None (the arch default) if
     mixed."""
     names = {lay.name for lay in model.layers}
     counts = {len(lay.blobs) for lay in model.layers if lay.type in CONV_TYPES and lay.name + "_bn" in names}
