@@ -84,3 +84,19 @@ def test_a_run_that_cannot_fit_is_refused_before_it_starts(lmdb, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("train: error: this run needs about") and "--batch" in last and "--iter-size" in last
     assert not (run / "config.json").exists() and not (run / "snapshots").exists()
+
+
+def test_readme_memory_figures_are_the_committed_measurements():
+    """Every row of the README's memory table is a row of results/memory/memory.json (make benchmark-memory)."""
+    import re
+
+    measured = json.loads((ROOT / "results" / "memory" / "memory.json").read_text())["rows"]
+    table = {(r["preset"], r["arch"]): r for r in measured if "error" not in r}
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Memory"):readme.index("## Evaluation")]
+    rows = re.findall(r"^\| `(\w+)` \| `([\w-]+)` \| (\d+) \| ([\d,]+) MB \| ([\d,]+) MB \|", section, re.M)
+    assert len(rows) >= 3
+    for preset, arch, batch, training, with_validation in rows:
+        r = table[(preset, arch)]
+        assert (int(batch), int(training.replace(",", "")), int(with_validation.replace(",", ""))) == \
+            (r["batch"], r["training_mb"], r["with_validation_mb"])
