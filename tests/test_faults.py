@@ -142,6 +142,19 @@ def test_truncated_snapshot_weights_fall_back(lmdb, reference, tmp_path):
     assert outcome(run_dir) == reference
 
 
+def test_no_intact_snapshot_starts_over_from_the_seed(lmdb, reference, tmp_path):
+    """When every snapshot is torn the run starts again from its seeded fillers, as the first start did."""
+    run_dir = tmp_path / "run"
+    cmd = train_cmd(lmdb, run_dir)
+    assert run(cmd, fault="step:3").returncode == -9
+    only = run_dir / "snapshots" / "iter_iter_2.solverstate"
+    only.write_bytes(only.read_bytes()[:50])
+    again = run(cmd)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "skipped snapshot iter_iter_2.solverstate" in again.stderr
+    assert outcome(run_dir) == reference
+
+
 def test_run_folder_is_a_contract(lmdb, tmp_path):
     run_dir = tmp_path / "run"
     bad = run(train_cmd(lmdb, run_dir, "--max-iter", "-5"))

@@ -451,9 +451,11 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter
 
     rss_base_mb = current_rss() / 1024 ** 2  # before any net: what the peaks below add to
     set_caffe_mode()
-    caffe.set_random_seed(cfg.seed)
     np.random.seed(cfg.seed)
+
     def open_solver(start_iter: int):
+        # The solver's random_seed reseeds Caffe at every construction: a fresh start after skipped snapshots
+        # draws the same fillers as the first start did.
         paths = write_nets(cfg, run, start_iter=start_iter)
         return caffe.SGDSolver(str(paths["solver"])), paths
 
@@ -470,7 +472,7 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter
         state.update(snap_state)
         messages.append(f"[train] resumed {run.name} at iteration {it} from {candidate.name}")
         break
-    if solver is None:
+    if solver is None:  # a new run, or no snapshot read back: start from the seeded fillers
         solver, paths = open_solver(0)
         from prototxt import bilinear_surgery
 
