@@ -142,3 +142,22 @@ def test_camvid_test_scores_at_the_training_resolution(camvid_dir, tmp_path):
                                      str(loose)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert refused.returncode == 2 and "cannot tell the resolution" in refused.stderr
     assert "DEPLOY=" in refused.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("arch,lr,weights", [
+    ("segnet", 1e-3, "none"),            # the paper's deep benchmark: SGD lr 1e-3, no class balancing (§4, Table 3)
+    ("segnet-basic", 0.1, "published"),  # Table 1: lr 0.1, median-frequency balancing
+])
+def test_train_defaults_follow_the_architectures_protocol(tiny_lmdb, tmp_path, arch, lr, weights):
+    """Settings the command line leaves out come from the architecture's protocol, not from Table 1's for all."""
+    run = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "tools.train", "--run", str(run), "--arch", arch, "--train-source",
+                             str(tiny_lmdb / "train"), "--height", str(H), "--width", str(W), "--batch", "2",
+                             "--max-iter", "1"], cwd=ROOT, capture_output=True, text=True,
+                            env=dict(os.environ, GLOG_minloglevel="2"), timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = json.loads((run / "config.json").read_text())
+    assert (config["base_lr"], config["class_weights"]) == (lr, weights)
+    solver = (run / "net" / "solver.prototxt").read_text()
+    assert f"base_lr: {lr:g}" in solver
+    assert ("InfogainLoss" in (run / "net" / "train.prototxt").read_text()) == (weights != "none")

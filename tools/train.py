@@ -670,13 +670,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default=d.arch, help=f"architecture (default {d.arch}; see python -m prototxt --help)")
     p.add_argument("--train-source", default="", help="training LMDB pair (tools.camvid_to_lmdb --split train)")
     p.add_argument("--val-source", default="", help="validation LMDB pair; omit to skip validation")
-    for name in ("height", "width", "classes", "batch", "iter_size", "max_iter", "seed", "log_every",
-                 "snapshot_every", "val_every"):
+    for name in ("classes", "iter_size", "seed"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    p.add_argument("--lr", dest="base_lr", type=float, default=d.base_lr, help="fixed learning rate (default 0.1)")
+    protocol = "(default: the architecture's paper protocol, tools.camvid_pipeline's `paper` preset)"
+    for name in ("height", "width", "batch", "max_iter", "log_every", "snapshot_every", "val_every"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, help=protocol)
+    p.add_argument("--lr", dest="base_lr", type=float, help="fixed learning rate " + protocol)
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--class-weights", default=d.class_weights, help="published | recomputed | none | FILE.binaryproto")
+    p.add_argument("--class-weights", help="published | recomputed | none | FILE.binaryproto " + protocol)
     p.add_argument("--mirror", action="store_true", help="random left-right flips of image and label together")
     p.add_argument("--init-weights", default="", help="VGG_ILSVRC_16_layers.caffemodel for the encoder")
     p.add_argument("--init-force", action="store_true", help="accept an --init-weights file that is not the "
@@ -692,10 +694,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from tools.nets import WeightsError
 
+    from tools.camvid_pipeline import preset_for
+
     args = build_parser().parse_args(argv)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
-    extend = args.max_iter if args.resume and args.max_iter != TrainConfig.max_iter else None
+    settings = preset_for("paper", args.arch)  # what the command line leaves out: the architecture's protocol
+    settings.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
+    cfg = TrainConfig(**{k: v for k, v in settings.items() if k in fields})
+    extend = args.max_iter if args.resume else None
     try:
         state = train(cfg, args.run, resume=args.resume, log=lambda m: print(m, file=sys.stderr, flush=True),
                       max_iter=extend, restart=args.restart, memory_check=args.memory_check)
