@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 
+import lmdb
 import numpy as np
 import pytest
 
 import caffe
 from caffe import layers as L
 from tests.conftest import net_from_spec
-from layers.camvid_data import Sampler, epoch_order, order_at, parse_params
+from layers.camvid_data import Sampler, epoch_mirror, epoch_order, order_at, parse_params
 from tools.camvid_to_lmdb import convert
 from tools.lmdb_io import PairReader
 
@@ -73,7 +75,6 @@ def test_seed_shuffle_and_mirror_flags():
     assert not all(np.array_equal(a.next()[0], b.next()[0]) for _ in range(5))
     plain = Sampler(5, 2, shuffle=False)
     assert np.concatenate([plain.next()[0] for _ in range(5)]).tolist() == [0, 1, 2, 3, 4] * 2
-    flips = np.concatenate([Sampler(50, 5, mirror=True).next()[1] for _ in range(1)])
     stream = Sampler(50, 10, mirror=True)
     flips = np.concatenate([stream.next()[1] for _ in range(20)])
     assert 0.35 < flips.mean() < 0.65
@@ -118,22 +119,50 @@ def test_layer_covers_each_image_once_per_epoch(source):
     assert seen == [int(i) for it in range(10) for i in order_at(it, N, 2, 5)]
 
 
-def test_layer_mirror_flips_image_and_label_together(source):
-    with PairReader(source) as reader:
-        pairs = [reader[i] for i in range(N)]
-    net = data_net(source, batch_size=5, seed=2, mirror=True)
+def read_lmdb_directly(source, scratch) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The stored images and labels, read with the lmdb package and caffe_pb2.Datum only (not tools.lmdb_io).
+
+    py-lmdb opens one path once per process and tools.lmdb_io keeps the source open, so a byte copy is read."""
+    from caffe.proto import caffe_pb2
+
+    columns = []
+    for name in ("images", "labels"):
+        copy = shutil.copytree(source / name, scratch / name)
+        env = lmdb.open(str(copy), readonly=True, lock=False, subdir=True)
+        arrays = []
+        with env.begin() as txn:
+            for _, value in txn.cursor():  # keys %08d_<stem>: lexicographic order is the list order
+                datum = caffe_pb2.Datum.FromString(value)
+                arrays.append(np.frombuffer(datum.data, np.uint8).reshape(datum.channels, datum.height, datum.width))
+        env.close()
+        columns.append(arrays)
+    return columns[0], columns[1]
+
+
+def test_layer_mirror_flips_image_and_label_together(source, tmp_path):
+    """Which samples were mirrored is found from the pixels alone (each output against every stored image
+    and its left-right mirror), then checked against the pure per-epoch flags and the label's own flip."""
+    images, labels = read_lmdb_directly(source, tmp_path)
+    assert len(images) == N and len(labels) == N
+    net = data_net(source, batch_size=N, seed=2, mirror=True)  # one batch = one epoch
     flipped = 0
-    for _ in range(4):
+    for epoch in range(4):
         net.forward()
-        layer = net.layers[0]
-        for i, (index, flip) in enumerate(zip(layer.last_indices, layer.last_flips)):
-            image, label = pairs[index]
-            if flip:
-                image, label = image[:, :, ::-1], label[:, :, ::-1]
-            np.testing.assert_array_equal(net.blobs["data"].data[i], image)
-            np.testing.assert_array_equal(net.blobs["label"].data[i], label)
-            flipped += bool(flip)
-    assert 0 < flipped < 20
+        seen = []
+        for i in range(N):
+            sample, target = net.blobs["data"].data[i], net.blobs["label"].data[i]
+            hits = [(j, flip) for j in range(N) for flip in (False, True)
+                    if np.array_equal(sample, images[j][:, :, ::-1] if flip else images[j])]
+            assert len(hits) == 1, hits  # no stored image equals its own mirror
+            index, flip = hits[0]
+            expected_label = labels[index][:, :, ::-1] if flip else labels[index]
+            np.testing.assert_array_equal(target, expected_label.astype(np.float32))
+            seen.append((index, flip))
+            flipped += flip
+        # the flags are per position and drawn independently of the order (docs: epoch_mirror)
+        assert [f for _, f in seen] == epoch_mirror(N, 2, epoch).tolist()
+        assert [j for j, _ in seen] == epoch_order(N, 2, epoch).tolist()
+    assert 0 < flipped < 4 * N
 
 
 def test_layer_resume_equals_uninterrupted_and_cache_equals_lmdb(source):

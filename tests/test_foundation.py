@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import caffe
@@ -166,7 +165,12 @@ def test_installer_help_and_unknown_option():
 
 def test_venv_python_imports_caffe_without_environment_variables():
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    result = subprocess.run([str(VENV / "bin" / "python"), "-c", "import caffe, layers, tools.camvid; print('ok')"],
+    code = ("import sys, caffe, layers, tools.camvid; "
+            "print('ok', sys.version_info[0], sys.version_info[1], sys.prefix)")
+    result = subprocess.run([str(VENV / "bin" / "python"), "-c", code],
                             capture_output=True, text=True, env=env, cwd="/")
     assert result.returncode == 0, result.stderr
-    assert sys.version_info[:2] == (3, 11)
+    # what the subprocess itself reports: the .venv interpreter, Python 3.11
+    ok, major, minor, prefix = result.stdout.split()
+    assert ok == "ok" and (int(major), int(minor)) == (3, 11), result.stdout
+    assert Path(prefix).resolve() == VENV.resolve(), result.stdout
