@@ -32,3 +32,24 @@ def camvid_dir() -> Path:
 def net_from_spec(spec, phase=None, weights: str | None = None):
     """A caffe.Net from a NetSpec (or NetParameter), with checked weights: tools.nets.net_from_param."""
     return net_from_param(spec.to_proto() if hasattr(spec, "to_proto") else spec, phase, weights)
+
+
+@pytest.fixture(scope="session")
+def camvid_lmdb(camvid_dir, tmp_path_factory):
+    """make(height, width, train, val): a folder with train/ and val/ LMDB pairs of the first `train` and `val`
+    images of real CamVid at that size, converted once per session (tools.camvid_to_lmdb)."""
+    from tools.camvid_to_lmdb import convert
+
+    made: dict[tuple[int, int, int, int], Path] = {}
+
+    def make(height: int, width: int, train: int, val: int) -> Path:
+        key = (height, width, train, val)
+        if key not in made:
+            root = tmp_path_factory.mktemp(f"lmdb-{height}x{width}-{train}-{val}")
+            convert(camvid_dir, "train", root / "train", height=height, width=width, limit=train)
+            convert(camvid_dir, "val", root / "val", height=height, width=width, limit=val)
+            made[key] = root
+        return made[key]
+
+    return make
+

@@ -20,17 +20,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tools.camvid_to_lmdb import convert
 
 H, W = 45, 60
 
 
 @pytest.fixture(scope="module")
-def lmdb(camvid_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults-lmdb")
-    convert(camvid_dir, "train", root / "train", height=H, width=W, limit=6)
-    convert(camvid_dir, "val", root / "val", height=H, width=W, limit=2)
-    return root
+def lmdb(camvid_lmdb):
+    return camvid_lmdb(H, W, train=6, val=2)
 
 
 def train_cmd(lmdb: Path, run: Path, *extra: str) -> list[str]:
@@ -46,6 +42,12 @@ def run(cmd: list[str], fault: str | None = None, sig: str = "SIGKILL", timeout:
     if fault:
         env.update(SEGNET_FAULT=fault, SEGNET_FAULT_SIGNAL=sig)
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def run_ok(cmd: list[str]):
+    result = run(cmd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
 
 
 def weights_of(path: Path) -> dict:
@@ -75,8 +77,7 @@ def outcome(run_dir: Path) -> dict:
 @pytest.fixture(scope="module")
 def reference(lmdb, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("faults-ref") / "run"
-    result = run(train_cmd(lmdb, run_dir))
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_ok(train_cmd(lmdb, run_dir))
     return outcome(run_dir)
 
 
@@ -101,8 +102,7 @@ def test_training_killed_anywhere_finishes_identically(lmdb, reference, tmp_path
     assert killed.returncode == status, killed.stderr[-2000:]
     assert not (run_dir / "state.json").is_file() or not json.loads((run_dir / "state.json").read_text()).get(
         "complete")
-    again = run(cmd)
-    assert again.returncode == 0, again.stderr[-2000:]
+    again = run_ok(cmd)
     assert "resumed" in again.stderr or fault.startswith("step:2")
     assert outcome(run_dir) == reference
     # and a third run of a finished folder changes nothing and succeeds
@@ -122,8 +122,7 @@ def test_torn_newest_snapshot_is_skipped_and_named(lmdb, reference, tmp_path):
     shutil.copyfile(model4, snaps / "keep.caffemodel")
     (snaps / ".writing").mkdir(exist_ok=True)
     (snaps / ".writing" / "iter_iter_8.caffemodel").write_bytes(b"half")  # debris of a kill mid-write
-    again = run(cmd)
-    assert again.returncode == 0, again.stderr[-2000:]
+    again = run_ok(cmd)
     assert "skipped snapshot iter_iter_6.solverstate" in again.stderr
     assert "from iter_iter_4.solverstate" in again.stderr
     assert outcome(run_dir) == reference
@@ -136,8 +135,7 @@ def test_truncated_snapshot_weights_fall_back(lmdb, reference, tmp_path):
     assert run(cmd, fault="step:7").returncode == -9
     model6 = run_dir / "snapshots" / "iter_iter_6.caffemodel"
     model6.write_bytes(model6.read_bytes()[:1000])
-    again = run(cmd)
-    assert again.returncode == 0, again.stderr[-2000:]
+    again = run_ok(cmd)
     assert "skipped snapshot iter_iter_6.solverstate" in again.stderr and "iter_iter_6.caffemodel" in again.stderr
     assert outcome(run_dir) == reference
 
@@ -149,8 +147,7 @@ def test_no_intact_snapshot_starts_over_from_the_seed(lmdb, reference, tmp_path)
     assert run(cmd, fault="step:3").returncode == -9
     only = run_dir / "snapshots" / "iter_iter_2.solverstate"
     only.write_bytes(only.read_bytes()[:50])
-    again = run(cmd)
-    assert again.returncode == 0, again.stderr[-2000:]
+    again = run_ok(cmd)
     assert "skipped snapshot iter_iter_2.solverstate" in again.stderr
     assert outcome(run_dir) == reference
 
@@ -194,8 +191,7 @@ def pipeline_outcome(run_dir: Path) -> dict:
 @pytest.fixture(scope="module")
 def pipeline_reference(camvid_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("pipeline-ref") / "run"
-    result = run(pipeline_cmd(camvid_dir, run_dir))
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_ok(pipeline_cmd(camvid_dir, run_dir))
     return pipeline_outcome(run_dir)
 
 
@@ -217,8 +213,7 @@ def test_pipeline_killed_anywhere_finishes_identically(camvid_dir, pipeline_refe
     assert killed.returncode == status, killed.stderr[-2000:]
     assert "Traceback" not in killed.stderr
     assert not (run_dir / "eval" / "test" / "metrics.json").exists()
-    again = run(cmd)
-    assert again.returncode == 0, again.stderr[-2000:]
+    run_ok(cmd)
     assert pipeline_outcome(run_dir) == pipeline_reference
 
 

@@ -18,7 +18,8 @@ from caffe import layers as L
 
 from tests import forkproto
 from tests.conftest import ROOT, net_from_spec
-from tools.convert_weights import build_deploy, load_net, read_caffemodel
+from tools.convert_weights import build_deploy, read_caffemodel
+from tools.nets import net_from_param
 from tools.init_weights import VGG16_CONVS, InitWeightsError, init_from_vgg16
 
 
@@ -50,7 +51,7 @@ def _check_encoder(net, weights):
 
 def test_segnet_encoder(vgg):
     path, weights = vgg
-    net = load_net(build_deploy("segnet", 11, 45, 60))
+    net = net_from_param(build_deploy("segnet", 11, 45, 60))
     decoder_before = net.params["conv1_1_D"][0].data.copy()
     report = init_from_vgg16(net, path, "segnet", force=True)
     _check_encoder(net, weights)
@@ -65,7 +66,7 @@ def test_fcn_surgery_matches_inner_product(vgg, vgg_model):
     """fc6/fc7 become convolutions: Caffe's InnerProduct with VGG's fc6 on a pool5-shaped input equals our
     7x7 fc6 Convolution on it (the flattening order is channel, row, column)."""
     weights = vgg[1]
-    net = load_net(build_deploy("fcn", 11, 32, 32))
+    net = net_from_param(build_deploy("fcn", 11, 32, 32))
     report = init_from_vgg16(net, vgg_model, "fcn", force=True)
     _check_encoder(net, weights)
     assert report.reshaped == ["fc6 4096x512x7x7", "fc7 4096x4096x1x1"]
@@ -88,20 +89,20 @@ def test_fcn_surgery_matches_inner_product(vgg, vgg_model):
 
 def test_deeplab_and_deconvnet_1024_skip_fc(vgg, vgg_model):
     weights = vgg[1]
-    deeplab = load_net(build_deploy("deeplab-largefov", 11, 64, 64))
+    deeplab = net_from_param(build_deploy("deeplab-largefov", 11, 64, 64))
     report = init_from_vgg16(deeplab, vgg_model, "deeplab-largefov", force=True)
     _check_encoder(deeplab, weights)  # dilated conv5 layers take VGG's weights unchanged
     assert not report.reshaped
     assert any(s.startswith("fc6: net 1024x512x3x3 vs VGG16 4096x512x7x7: DeepLab's subsampled fc6")
                and "out of scope" in s for s in report.skipped)
-    deconvnet = load_net(build_deploy("deconvnet", 11, 224, 224))  # the SegNet benchmark's fc 1024
+    deconvnet = net_from_param(build_deploy("deconvnet", 11, 224, 224))  # the SegNet benchmark's fc 1024
     report = init_from_vgg16(deconvnet, vgg_model, "deconvnet", force=True)
     _check_encoder(deconvnet, weights)
     assert any(s.startswith("fc6: net 1024x512x7x7") and "1024-wide" in s for s in report.skipped)
 
 
 def test_refusals(vgg_model, thin_vgg, tmp_path):
-    net = load_net(build_deploy("segnet", 11, 45, 60))
+    net = net_from_param(build_deploy("segnet", 11, 45, 60))
     with pytest.raises(InitWeightsError, match=r"unknown file \(553,431,883 bytes.*--force"):
         init_from_vgg16(net, vgg_model, "segnet")
     with pytest.raises(InitWeightsError, match=r"conv1_1: VGG16 8x3x3x3 vs net 64x3x3x3"):
@@ -109,7 +110,7 @@ def test_refusals(vgg_model, thin_vgg, tmp_path):
     cut = forkproto.write(tmp_path / "cut.caffemodel", thin_vgg[0].read_bytes()[:-1000])
     with pytest.raises(InitWeightsError, match=r"cut.caffemodel: not a caffemodel \(truncated or corrupt\?\)"):
         init_from_vgg16(net, cut, "segnet", force=True)
-    basic = load_net(build_deploy("segnet-basic", 11, 45, 60))
+    basic = net_from_param(build_deploy("segnet-basic", 11, 45, 60))
     with pytest.raises(InitWeightsError, match="has none of VGG16's layers"):
         init_from_vgg16(basic, thin_vgg[0], "segnet-basic", force=True)
 

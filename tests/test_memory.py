@@ -17,17 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tools.camvid_to_lmdb import convert
 
 H, W, BATCH = 90, 120, 12
 
 
 @pytest.fixture(scope="module")
-def lmdb(camvid_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("memory-lmdb")
-    convert(camvid_dir, "train", root / "train", height=H, width=W, limit=BATCH)
-    convert(camvid_dir, "val", root / "val", height=H, width=W, limit=2)
-    return root
+def lmdb(camvid_lmdb):
+    return camvid_lmdb(H, W, train=BATCH, val=2)
 
 
 def train_cmd(lmdb: Path, run: Path, arch: str) -> list[str]:

@@ -16,18 +16,14 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tools.camvid_to_lmdb import convert
 from tools.train import TrainConfig, train
 
 H, W = 45, 60  # four 2x2 poolings: 45x60 -> 23x30 -> 12x15 -> 6x8 -> 3x4
 
 
 @pytest.fixture(scope="module")
-def tiny_lmdb(camvid_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("lmdb")
-    convert(camvid_dir, "train", root / "train", height=H, width=W, limit=8)
-    convert(camvid_dir, "val", root / "val", height=H, width=W, limit=3)
-    return root
+def tiny_lmdb(camvid_lmdb):
+    return camvid_lmdb(H, W, train=8, val=3)
 
 
 def tiny_config(lmdb_root: Path, **kw) -> TrainConfig:

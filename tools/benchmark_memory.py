@@ -72,7 +72,7 @@ def measure(arch: str, preset: str, camvid: Path, work: Path, log) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# Peak memory of training and validation (host RSS, MB)", "",
+    lines = ["# Peak memory of training and validation (host RSS, MB)", "",
              f"Measured by `python -m tools.benchmark_memory` on {result['machine']['processor']}, "
              f"{result['machine']['cpus']} CPUs, {result['machine']['memory_gb']:.0f} GB; commit "
              f"{result['machine']['git_commit'][:10]}. Peaks are resident memory above the child's memory before "

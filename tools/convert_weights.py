@@ -238,11 +238,6 @@ def build_deploy(arch: str, classes: int, height: int, width: int, batchnorm: bo
         raise ConvertError(f"--arch {arch}: cannot build the net ({e})") from None
 
 
-def load_net(net_param):
-    """A caffe.Net (TEST phase) of a NetParameter: tools.nets.net_from_param (the name tools.init_weights uses)."""
-    return nets.net_from_param(net_param)
-
-
 def target_layers(net) -> list[TargetLayer]:
     types = dict(zip(net._layer_names, (lay.type for lay in net.layers)))
     return [TargetLayer(name, types[name], [tuple(b.data.shape) for b in blobs])
@@ -424,7 +419,7 @@ def convert(weights: Path | str, arch: str, out: Path | str, classes: int | None
     net_param = build_deploy(arch, classes, height, width, batchnorm=not fold_bn,
                              biases="public" if fold_bn else biases)
     eps = next((lay.batch_norm_param.eps for lay in net_param.layer if lay.type == "BatchNorm"), 1e-5)
-    net = load_net(net_param)
+    net = nets.net_from_param(net_param)
     plan = plan_conversion(model.layers, target_layers(net), fold_bn, eps, classes)
     if not plan.fits():
         raise ConvertError(f"{model.path} does not fit --arch {arch} ({classes} classes, {height}x{width}"

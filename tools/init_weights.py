@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.convert_weights import (Caffemodel, ConvertError, build_deploy, check_known, load_net,
-                                   read_caffemodel)
+from tools.convert_weights import Caffemodel, ConvertError, build_deploy, check_known, read_caffemodel
+from tools.nets import net_from_param
 from tools.runio import atomic_path, fail
 
 TOOL = "tools.init_weights"
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     args = p.parse_args(argv)
     try:
-        net = load_net(build_deploy(args.arch, args.classes, args.height, args.width))
+        net = net_from_param(build_deploy(args.arch, args.classes, args.height, args.width))
         report = init_from_vgg16(net, args.vgg, args.arch, args.force)
         with atomic_path(args.out) as tmp:
             net.save(str(tmp))

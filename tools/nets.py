@@ -26,7 +26,7 @@ class WeightsError(ValueError):
     """Weights that do not fit a net; the message names the file and the problem."""
 
 
-def net_from_param(net_param, phase=None, weights: Path | str | None = None):
+def net_from_param(net_param, phase=None, weights: "Path | str | WeightsFile | None" = None):
     """A caffe.Net from a NetParameter (or its text), through a temporary prototxt as Caffe needs; weights checked."""
     import caffe
 
@@ -43,7 +43,7 @@ def net_from_param(net_param, phase=None, weights: Path | str | None = None):
     return net
 
 
-def load_net(model: Path | str, weights: Path | str | None = None, phase=None):
+def load_net(model: Path | str, weights: "Path | str | WeightsFile | None" = None, phase=None):
     """caffe.Net of the prototxt `model` (checked to parse) with `weights` (checked to fit) copied in."""
     import caffe
 
@@ -57,8 +57,8 @@ def load_net(model: Path | str, weights: Path | str | None = None, phase=None):
     unknown = sorted({layer.type for layer in net_param.layer if layer.type not in known})
     if unknown:
         raise WeightsError(f"{model}: layer types unknown to this Caffe: {', '.join(unknown)}")
-    if weights is not None:  # read the file before building a net that may be large
-        read_weights(weights)
+    if weights is not None and not isinstance(weights, WeightsFile):  # read before building a net that may be large
+        weights = read_weights(weights)
     net = caffe.Net(str(model), caffe.TEST if phase is None else phase)
     if weights is not None:
         load_weights(net, weights)
@@ -157,7 +157,9 @@ def check_weights(net, weights: WeightsFile | Path | str) -> None:
                            f"layers ({shown}): weights of another architecture?")
 
 
-def load_weights(net, weights: Path | str) -> None:
-    """Check `weights` against `net`, then copy them in (Caffe's own copy, which can no longer abort)."""
-    check_weights(net, weights)
-    net.copy_from(str(weights))
+def load_weights(net, weights: "Path | str | WeightsFile") -> None:
+    """Check `weights` against `net`, then copy them in (Caffe's own copy, which can no longer abort). A
+    WeightsFile (read_weights) lets several nets take the same file with one parse."""
+    wf = weights if isinstance(weights, WeightsFile) else read_weights(weights)
+    check_weights(net, wf)
+    net.copy_from(str(wf.path))

@@ -215,9 +215,10 @@ class Validator:
         """Metrics of `weights`; `save_if_better(metrics)` returns a path for the scored net (weights and their
         full-pass statistics), or None."""
         from tools import bn_stats, metrics
-        from tools.nets import load_net, net_from_param
+        from tools.nets import load_net, net_from_param, read_weights
         from tools.runio import load_net_param
 
+        weights = read_weights(weights)  # parsed once for both nets
         batches, _ = bn_stats.lmdb_batches(Path(self.train_source), self.batch)
         pass_net = net_from_param(bn_stats.in_batch_mode(load_net_param(self.deploy)), weights=weights)
         moments = bn_stats.accumulate(pass_net, batches)
@@ -263,8 +264,6 @@ def _commit_snapshot(solver, run: Path, state: dict) -> Path:
     the snapshot's state, then the solverstate (rewritten to name the caffemodel's final path). A solverstate in
     snapshots/ therefore always has its weights and state beside it; a kill at any point leaves at most an
     unfinished .writing/ that the next start clears."""
-    from caffe.proto import caffe_pb2
-
     it = solver.iter
     solver.snapshot()
     writing = run / "snapshots" / ".writing" / f"iter_iter_{it}"
