@@ -18,7 +18,7 @@ import caffe
 from caffe import layers as L, params as P
 from tests.conftest import ROOT, net_from_spec
 from tools.camvid import CamVidError, colourise, read_list
-from tools.camvid_to_lmdb import convert, verify
+from tools.camvid_to_lmdb import convert, resize_label, verify
 from tools.lmdb_io import IMAGES, LABELS, META, PairReader
 
 PY = sys.executable
@@ -82,19 +82,48 @@ def test_bvlc_data_layer_reads_the_lmdbs(native):
             np.testing.assert_array_equal(net.blobs["label"].data[i], reader[i][1])
 
 
-def test_resize_area_for_images_nearest_for_labels(camvid_dir, tmp_path):
-    out = tmp_path / "small"
-    convert(camvid_dir, "val", out, height=90, width=120, limit=2, progress=False)
+def _block_majority(label: np.ndarray, k: int) -> np.ndarray:
+    """The oracle for shrinking labels by an integer k: per k x k block, the most frequent non-void class (lowest
+    index on a tie), void (11) only where the whole block is void. Counting, not resizing."""
+    h, w = label.shape[0] // k, label.shape[1] // k
+    blocks = label[:h * k, :w * k].reshape(h, k, w, k).transpose(0, 2, 1, 3).reshape(h, w, k * k)
+    out = np.full((h, w), 11, np.uint8)
+    for i in range(h):
+        for j in range(w):
+            counts = np.bincount(blocks[i, j], minlength=12)[:11]
+            if counts.any():
+                out[i, j] = int(np.argmax(counts))
+    return out
+
+
+def test_label_shrink_is_a_centre_aligned_block_vote_by_hand():
+    # Four 2x2 blocks: a majority, void outvoted by one labelled pixel, all void, a 2-2 tie (lower class wins).
+    label = np.array([[0, 0, 11, 11, 11, 11, 2, 5],
+                      [0, 1, 11, 3, 11, 11, 5, 2]], np.uint8)
+    np.testing.assert_array_equal(resize_label(label, 1, 4), [[0, 3, 11, 2]])
+    # Enlarging copies each pixel into its own block (pixel centres), never mixing classes.
+    np.testing.assert_array_equal(resize_label(np.array([[1, 2]], np.uint8), 2, 4), [[1, 1, 2, 2], [1, 1, 2, 2]])
+
+
+def test_resize_area_for_images_block_vote_for_labels(camvid_dir, tmp_path):
     pairs = read_list(camvid_dir, "val")[:2]
-    with PairReader(out) as reader:
-        for index, (image_path, label_path) in enumerate(pairs):
-            image, label = reader[index]
-            # Exact 4x shrink: INTER_AREA is the 4x4 block mean; INTER_NEAREST picks pixel (4i, 4j).
-            full = _rgb_to_bgr_chw(image_path).astype(np.float64)
-            block = full.reshape(3, 90, 4, 120, 4).mean(axis=(2, 4))
-            assert np.abs(image - block).max() <= 1
-            np.testing.assert_array_equal(label[0], np.asarray(Image.open(label_path))[::4, ::4])
-    assert verify(out, progress=False)["ok"]
+    for k in (4, 8):
+        out = tmp_path / f"small{k}"
+        convert(camvid_dir, "val", out, height=360 // k, width=480 // k, limit=2, progress=False)
+        with PairReader(out) as reader:
+            for index, (image_path, label_path) in enumerate(pairs):
+                image, label = reader[index]
+                # Exact k x shrink: INTER_AREA is the k x k block mean, centred on pixel k*i + (k-1)/2; the labels'
+                # vote covers the same block.
+                full = _rgb_to_bgr_chw(image_path).astype(np.float64)
+                block = full.reshape(3, 360 // k, k, 480 // k, k).mean(axis=(2, 4))
+                assert np.abs(image - block).max() <= 1
+                full_label = np.asarray(Image.open(label_path))
+                expected = _block_majority(full_label, k)
+                np.testing.assert_array_equal(label[0], expected)
+                # Not the old top-left pick (pixel k*i): that differs along every boundary.
+                assert np.count_nonzero(expected != full_label[::k, ::k]) > 100
+        assert verify(out, progress=False)["ok"]
 
 
 def test_cli_json_verify_and_force(camvid_dir, tmp_path):
