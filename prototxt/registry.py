@@ -9,6 +9,8 @@ from typing import Callable
 from caffe.proto import caffe_pb2
 
 from . import deconvnet, deeplab, fcn, segnet
+from tools import paper
+
 from .blocks import NetBuilder
 from .options import Options, OptionsError, validate
 
@@ -36,13 +38,17 @@ class Arch:
     protocol: str  # table1 | benchmark
     class_weights: str  # the default: published | none
     biases: str  # the default: paper | public
-    paper_params: float | None  # the paper's parameter count (None: no published figure for this setting)
-    paper_source: str
+    paper_source: str  # where the paper's parameter count comes from
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def paper_params(self) -> float | None:
+        """The published parameter count (data/paper.json; None: no published figure for this setting)."""
+        return paper.params(self.name)
 
 
 ARCH_LIST = [
-    Arch("segnet", "SegNet", segnet.segnet, "benchmark", "published", "public", 29.4e6,
+    Arch("segnet", "SegNet", segnet.segnet, "benchmark", "published", "public",
          "docs/paper.md §5: 29.43 M derived from SegNet-Tutorial, Table 6 117 MB",
          BENCHMARK_NOTES[:1] + [
              "SegNet-Tutorial segnet_train.prototxt: VGG16 encoder and mirrored decoder, 3x3 convs, BatchNorm+Scale "
@@ -52,7 +58,7 @@ ARCH_LIST = [
              UNPOOL_NOTE,
              "Dropout (--dropout): Bayesian SegNet's 6 layers, after pool3-5 and conv5_1_D, conv4_1_D, conv3_1_D.",
          ]),
-    Arch("segnet-basic", "SegNet-Basic", segnet.segnet_basic, "table1", "published", "paper", 1.425e6,
+    Arch("segnet-basic", "SegNet-Basic", segnet.segnet_basic, "table1", "published", "paper",
          "paper Table 1", TABLE1_NOTES + [
              "Decoder: 4 x [index unpooling, 7x7 conv 64, BatchNorm+Scale, no ReLU], then conv_classifier 1x1 to K; "
              "layer names as SegNet-Tutorial segnet_basic_train.prototxt.",
@@ -60,22 +66,22 @@ ARCH_LIST = [
              "Dropout (--dropout): Bayesian SegNet-Basic's, after pool3, pool4, conv_decode4, conv_decode3.",
          ]),
     Arch("segnet-basic-single-channel-decoder", "SegNet-Basic-SingleChannelDecoder",
-         segnet.segnet_basic_single_channel_decoder, "table1", "published", "paper", 0.625e6, "paper Table 1",
+         segnet.segnet_basic_single_channel_decoder, "table1", "published", "paper", "paper Table 1",
          TABLE1_NOTES + ["Decoder filters are single-channel (depthwise: group 64), otherwise SegNet-Basic.",
                          UNPOOL_NOTE]),
     Arch("segnet-basic-encoder-addition", "SegNet-Basic-EncoderAddition",
-         segnet.segnet_basic_encoder_addition, "table1", "published", "paper", 1.425e6, "paper Table 1",
+         segnet.segnet_basic_encoder_addition, "table1", "published", "paper", "paper Table 1",
          TABLE1_NOTES + [
              "UNCONFIRMED which encoder map is added: decoder k's BatchNorm output (encoder k's pre-pool size) gets "
              "encoder k-1's pooled output added (Eltwise SUM) for k = 4, 3, 2; decoder 1 adds nothing (storage "
              "multiplier 64 = the 64 maps at 180x240).",
              UNPOOL_NOTE]),
     Arch("bilinear-interpolation", "Bilinear-Interpolation", segnet.bilinear_interpolation, "table1",
-         "published", "paper", 0.625e6, "paper Table 1", TABLE1_NOTES + [
+         "published", "paper", "paper Table 1", TABLE1_NOTES + [
              "UNCONFIRMED decoder: fixed bilinear x2 upsampling (channel-wise Deconvolution 4x4 s2 p1, BVLC bilinear "
              "filler, lr 0, cropped by coord_map to the encoder's pre-pool size) followed by SingleChannelDecoder's "
              "depthwise 7x7 conv + BatchNorm; chosen because it reproduces the paper's 0.625 M (= SingleChannelDecoder)."]),
-    Arch("fcn-basic", "FCN-Basic", segnet.fcn_basic, "table1", "published", "paper", 0.65e6, "paper Table 1",
+    Arch("fcn-basic", "FCN-Basic", segnet.fcn_basic, "table1", "published", "paper", "paper Table 1",
          TABLE1_NOTES + [
              "Decoder: score_pool4 (1x1 64->K) then 4 x learnt Deconvolution K->K 8x8 stride 2 pad 3 (bilinear init, "
              "made channel-diagonal by prototxt.surgery.bilinear_surgery before training), each cropped (coord_map) "
@@ -83,22 +89,22 @@ ARCH_LIST = [
              "UNCONFIRMED stride/pad and last decoder: chosen as above (paper's 0.65 M reproduced); no BatchNorm "
              "after the reductions or deconvolutions."]),
     Arch("fcn-basic-no-addition", "FCN-Basic-NoAddition", segnet.fcn_basic_no_addition, "table1", "published",
-         "paper", 0.65e6, "paper Table 1", TABLE1_NOTES + [
+         "paper", "paper Table 1", TABLE1_NOTES + [
              "FCN-Basic without the additions: score_pool4 then 4 learnt 8x8 stride-2 K->K Deconvolutions "
              "(bilinear init + surgery), each cropped to the encoder map size only."]),
     Arch("fcn-basic-no-dim-reduction", "FCN-Basic-NoDimReduction", segnet.fcn_basic_no_dim_reduction, "table1",
-         "published", "paper", 1.625e6, "paper Table 1", TABLE1_NOTES + [
+         "published", "paper", "paper Table 1", TABLE1_NOTES + [
              "No 1x1 reductions: 4 learnt 8x8 stride-2 Deconvolutions 64->64 (bilinear init + surgery) with pool3, "
              "pool2, pool1 added in full, then conv_classifier 1x1 64->K.",
              "Parameter count 1.661 M is 2.2 % above the paper's 1.625 M; no reading of docs/paper.md §1.1 gets "
              "closer (4 x 8x8x64x64 = 1.049 M of deconvolutions alone; the paper apparently rounded them to 1.0 M)."]),
     Arch("fcn-basic-no-addition-no-dim-reduction", "FCN-Basic-NoAddition-NoDimReduction",
-         segnet.fcn_basic_no_addition_no_dim_reduction, "table1", "published", "paper", 1.625e6, "paper Table 1",
+         segnet.fcn_basic_no_addition_no_dim_reduction, "table1", "published", "paper", "paper Table 1",
          TABLE1_NOTES + [
              "Neither reductions nor additions: 4 learnt 8x8 stride-2 Deconvolutions 64->64 (bilinear init + "
              "surgery), then conv_classifier 1x1 64->K.",
              "Parameter count 1.661 M is 2.2 % above the paper's 1.625 M (see fcn-basic-no-dim-reduction)."]),
-    Arch("fcn", "FCN (FCN-8s, fixed bilinear)", fcn.fcn, "benchmark", "none", "public", 134e6,
+    Arch("fcn", "FCN (FCN-8s, fixed bilinear)", fcn.fcn, "benchmark", "none", "public",
          "FCN paper Table 1 (FCN-VGG16 134 M), SegNet paper §2", BENCHMARK_NOTES + [
              "FCN-8s (voc-fcn8s/net.py): conv1_1 pad 100, fc6 7x7 4096, fc7 1x1 4096, score_fr, score_pool4, "
              "score_pool3; crops from caffe.coord_map. UNCONFIRMED that the paper's FCN is FCN-8s.",
@@ -106,11 +112,11 @@ ARCH_LIST = [
              "bilinear filler, lr 0, group K (channel-wise, what fcn's diagonal surgery.interp kernels compute).",
              "BatchNorm after the 15 VGG/fc convs, not after score or deconvolution layers; staged FCN-8s (no "
              "at-once pool scaling); dropout (--dropout) after fc6 and fc7."]),
-    Arch("fcn-learnt-deconv", "FCN (learnt deconv)", fcn.fcn_learnt_deconv, "benchmark", "none", "public", 134e6,
+    Arch("fcn-learnt-deconv", "FCN (learnt deconv)", fcn.fcn_learnt_deconv, "benchmark", "none", "public",
          "FCN paper Table 1 (FCN-VGG16 134 M), SegNet paper §2", BENCHMARK_NOTES + [
              "As fcn, but the three Deconvolutions are full K->K, learnt (lr 1), initialised bilinear; "
              "prototxt.surgery.bilinear_surgery zeroes their off-diagonal kernels before training (fcn surgery.interp)."]),
-    Arch("deconvnet", "DeconvNet", deconvnet.deconvnet, "benchmark", "none", "public", None,
+    Arch("deconvnet", "DeconvNet", deconvnet.deconvnet, "benchmark", "none", "public",
          "no published count for fc 1024 (Table 6's 877 MB fits neither width); 252 M with --fc-dim 4096",
          BENCHMARK_NOTES + [
              "fc6/fc7 1024 wide as the SegNet benchmark (--fc-dim 4096: the original, 252 M parameters).",
@@ -119,7 +125,7 @@ ARCH_LIST = [
              "Decoder: unpool5..unpool1 (index unpooling, layers.upsample) + 3x3 Deconvolutions pad 1 with "
              "BatchNorm+Scale and ReLU, seg-score 1x1 to K; msra init (the original: gaussian 0.01).",
              UNPOOL_NOTE]),
-    Arch("deeplab-largefov", "DeepLab-LargeFOV", deeplab.deeplab_largefov, "benchmark", "none", "public", 20.5e6,
+    Arch("deeplab-largefov", "DeepLab-LargeFOV", deeplab.deeplab_largefov, "benchmark", "none", "public",
          "DeepLab paper Table 2 (20.5 M)", BENCHMARK_NOTES + [
              "pool1-3 3x3 s2 p1 with round_mode FLOOR (the paper's 45x60 at 360x480; ceil would give 46x61), "
              "pool4-5 3x3 s1 p1, conv5 dilation 2, fc6 3x3 dilation 12 1024, fc7 1x1 1024, fc8 1x1 K.",

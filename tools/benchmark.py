@@ -43,32 +43,19 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tools import nets
+from tools import nets, paper
 from tools.runio import fail
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("GLOG_minloglevel", "2")  # before pycaffe: Caffe's INFO log would drown the progress output
 
 # ------------------------------------------------------------------------------------------ the paper's figures
-# Table 1 (docs/paper.md §1): params (M), storage multiplier (None = "n/a"), inference time (ms, Titan, cuDNN v3).
+# The paper's figures (data/paper.json, docs/paper.md §1 and §5). Table 1: params (M), storage multiplier
+# (None = "n/a"), inference time (ms, Titan, cuDNN v3). Table 6: forward ms, backward ms, training memory MB
+# (batch 4), inference memory MB (batch 1), model size MB.
 PAPER_TABLE1: dict[str, tuple[float, int | None, float]] = {
-    "bilinear-interpolation": (0.625, 0, 24.2),
-    "segnet-basic": (1.425, 1, 52.6),
-    "segnet-basic-encoder-addition": (1.425, 64, 53.0),
-    "segnet-basic-single-channel-decoder": (0.625, 1, 33.1),
-    "fcn-basic": (0.65, 11, 24.2),
-    "fcn-basic-no-addition": (0.65, None, 23.8),
-    "fcn-basic-no-dim-reduction": (1.625, 64, 44.8),
-    "fcn-basic-no-addition-no-dim-reduction": (1.625, 0, 43.9),
-}
-# Table 6 (docs/paper.md §5): forward ms, backward ms, training memory MB (batch 4), inference memory MB (batch 1),
-# model size MB. "FCN (learnt deconv)" is our fcn-learnt-deconv.
-PAPER_TABLE6: dict[str, tuple[float, float, float, float, float]] = {
-    "segnet": (422.50, 488.71, 6803, 1052, 117),
-    "deeplab-largefov": (110.06, 160.73, 5618, 1993, 83),
-    "fcn-learnt-deconv": (317.09, 484.11, 9735, 1806, 539),
-    "deconvnet": (474.65, 602.15, 9731, 1872, 877),
-}
+    arch: (row["params_m"], row["storage"], row["infer_ms"]) for arch, row in paper.table1().items()}
+PAPER_TABLE6: dict[str, tuple[float, ...]] = {arch: tuple(row.values()) for arch, row in paper.table6().items()}
 TABLE1_REFERENCE, TABLE6_REFERENCE = "segnet-basic", "segnet"
 QUICK_ARCHS = ("segnet-basic", "fcn-basic")
 OUTPUTS = ("benchmark.md", "benchmark.csv", "benchmark.json", "benchmark.png")
