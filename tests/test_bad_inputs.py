@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests import forkproto
+import tests.fork.caffemodels as fork_files
 from tests.conftest import ROOT
 from tools import camvid, nets
 from tools.camvid_to_lmdb import convert
@@ -88,10 +88,10 @@ def inputs(camvid_dir, tmp_path_factory) -> dict[str, Path]:
     f["lmdb"] = root / "lmdb"
     convert(camvid_dir, "train", f["lmdb"], height=45, width=60, limit=2, progress=False)
     f["mini_camvid"] = _mini_camvid(camvid_dir, root / "CamVid")
-    fork, _ = forkproto.segnet_basic(seed=2)
-    f["fork"] = forkproto.write(root / "fork_basic.caffemodel", fork)
-    fork12, _ = forkproto.segnet_basic(classes=12, seed=3)
-    f["fork12"] = forkproto.write(root / "fork_basic_12.caffemodel", fork12)
+    fork, _ = fork_files.segnet_basic(seed=2)  # written with caffe-segnet's own schema (tests/fork/)
+    f["fork"] = fork_files.write(root / "fork_basic.caffemodel", fork)
+    fork12, _ = fork_files.segnet_basic(classes=12, seed=3)
+    f["fork12"] = fork_files.write(root / "fork_basic_12.caffemodel", fork12)
     f["fork_half"] = root / "fork_half.caffemodel"
     f["fork_half"].write_bytes(f["fork"].read_bytes()[: f["fork"].stat().st_size // 2])
     return f

@@ -20,6 +20,13 @@ Mapping, by layer name, onto the deploy net our generator builds for ARCH (docs/
   the scale goes along each layer's output-channel axis: axis 0 of a Convolution's weights, axis 1 of a
   Deconvolution's (BVLC stores those as input channels x output channels x kh x kw).
 - Upsample, Pooling, ReLU, LRN, Dropout, data and loss layers have no blobs: nothing to copy.
+
+The BN mapping ASSUMES the statistics pass was done: the fork's BN layer keeps no running statistics, so a
+`caffe train` snapshot holds the learned gamma/beta, which the fork (bn_mode LEARN) uses with each batch's
+own mean and variance; only SegNet-Tutorial's compute_bn_statistics.py folds the dataset statistics into the
+two blobs. The report says so (`bn_statistics`), and warns (`warnings`, and one line on stderr) when the file's
+BN layers show no sign of that pass (the rule: `_statistics_pass_sign`); the conversion still goes ahead.
+
 Anything that does not fit (a layer the net needs but the file lacks, a layer of the file with blobs the
 net has no place for, a shape that differs) stops the conversion with the full list.
 
@@ -30,6 +37,7 @@ which file it is and refuses an unknown one unless `--force`.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -43,7 +51,6 @@ import numpy as np
 from tools import nets
 from tools.runio import fail
 
-os.environ.setdefault("GLOG_minloglevel", "2")  # before the first `import caffe`: its INFO log drowns ours
 
 TOOL = "tools.convert_weights"
 
@@ -111,6 +118,8 @@ class SourceLayer:
     name: str
     type: str
     blobs: list[np.ndarray]
+    tops: tuple[str, ...] = ()
+    bn_mode: int | None = None  # a fork BN layer's bn_param.bn_mode where the file sets it, else None
 
 
 @dataclass
@@ -170,11 +179,12 @@ def read_caffemodel(path: Path | str) -> Caffemodel:
     def blobs(lay) -> list[np.ndarray]:
         return [_blob_array(b, f"{path}: layer {lay.name} blob {i}") for i, b in enumerate(lay.blobs)]
 
-    layers = [SourceLayer(lay.name, lay.type, blobs(lay)) for lay in message.layer]
+    layers = [SourceLayer(lay.name, lay.type, blobs(lay), tuple(lay.top),
+                          _fork_bn_mode(lay) if lay.type == "BN" else None) for lay in message.layer]
     v1_enum = caffe_pb2.V1LayerParameter.LayerType
     for lay in message.layers:  # deprecated V1LayerParameter (enum types): VGG16's 2014 file
         type_name = v1_enum.Name(lay.type) if lay.type in v1_enum.values() else str(lay.type)
-        layers.append(SourceLayer(lay.name, V1_TYPES.get(type_name, type_name), blobs(lay)))
+        layers.append(SourceLayer(lay.name, V1_TYPES.get(type_name, type_name), blobs(lay), tuple(lay.top)))
     if not any(lay.blobs for lay in layers):
         raise ConvertError(f"{path}: not a caffemodel (no layer with weights; truncated or corrupt?)")
     names = [lay.name for lay in layers]
@@ -182,6 +192,84 @@ def read_caffemodel(path: Path | str) -> Caffemodel:
     if duplicates:
         raise ConvertError(f"{path}: layer names appear twice: {', '.join(duplicates)}")
     return Caffemodel(path, size, sha256, identify(size, sha256), layers, legacy_v1=bool(len(message.layers)))
+
+
+@functools.cache
+def _fork_bn_layer_class():
+    """A message class that reads the two caffe-segnet fields the BN check needs and BVLC's caffe_pb2 keeps only
+    as unknown fields: `LayerParameter.bn_param` = 45 and, inside it, `BNParameter.bn_mode` = 3 (enum BNMode:
+    LEARN 0, INFERENCE 1), the numbers of the fork's caffe.proto (docs/caffe.md §6.1; tests/fork/schema.py checks
+    them against the fork's lines). Declared here, under a package of its own in a private descriptor pool, so
+    that nothing touches BVLC's `caffe.*` messages in protobuf's default pool."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    F = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="segnet_fork_bn_fields.proto", package="segnet_fork_bn",
+                                              syntax="proto2")
+    file.message_type.add(name="BNParameter").field.add(name="bn_mode", number=3, type=F.TYPE_INT32,
+                                                        label=F.LABEL_OPTIONAL)
+    file.message_type.add(name="LayerParameter").field.add(
+        name="bn_param", number=45, type=F.TYPE_MESSAGE, type_name=".segnet_fork_bn.BNParameter",
+        label=F.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("segnet_fork_bn.LayerParameter"))
+
+
+def _fork_bn_mode(layer) -> int | None:
+    """bn_param.bn_mode of a fork BN layer parsed by BVLC's caffe_pb2 (re-serialised: unknown fields survive)."""
+    fork = _fork_bn_layer_class().FromString(layer.SerializeToString())
+    return fork.bn_param.bn_mode if fork.bn_param.HasField("bn_mode") else None
+
+
+BN_INFERENCE = 1  # caffe-segnet's BNParameter.BNMode INFERENCE
+BN_ASSUMPTION = ("caffe-segnet BN layers are converted as y = scale*x + shift: their two blobs are taken to hold "
+                 "the dataset statistics already folded in (SegNet-Tutorial's compute_bn_statistics.py, as in "
+                 "the released models), which a raw training snapshot's gamma/beta do not")
+
+
+def _statistics_pass_sign(layer: SourceLayer) -> str | None:
+    """What in a fork BN layer shows that the BN statistics pass made it, or None.
+
+    The rule, from caffe-segnet's src/caffe/layers/bn_layer.cpp and SegNet-Tutorial's
+    Scripts/compute_bn_statistics.py (docs/caffe.md §2.1, §2.2). Blobs tell nothing: the layer has exactly
+    two, scale and shift, each 1xCx1x1, before and after the pass (it keeps no running statistics), and
+    their values are arbitrary either way. A caffemodel does, though, keep each layer's own LayerParameter
+    (Net::ToProto), and:
+    - "bn_mode INFERENCE": the layer was saved from a net that runs the fork's BN as the folded affine
+      (y = scale*x + shift), i.e. from an inference prototxt, which only makes sense after the pass;
+    - "mean/var tops": tops `X`, `X-mean`, `X-var`. compute_bn_statistics.py adds these two tops to every BN
+      layer of the train net, runs it (LEARN mode) to collect the batch statistics, folds them into the blobs
+      and saves *that* net as test_weights.caffemodel; it sets INFERENCE only in the prototxt message it
+      builds afterwards, which it does not save. So its output has these tops and no bn_mode.
+    A `caffe train` snapshot of SegNet-Tutorial's train prototxts has neither: one top and bn_mode unset
+    (LEARN, the default) or LEARN written out."""
+    if layer.bn_mode == BN_INFERENCE:
+        return "bn_mode INFERENCE"
+    top = layer.tops[0] if layer.tops else None
+    if top is not None and layer.tops == (top, f"{top}-mean", f"{top}-var"):
+        return "mean/var tops"
+    return None
+
+
+def bn_statistics_check(layers: list[SourceLayer]) -> tuple[dict, str | None]:
+    """The report's `bn_statistics` entry and a one-line warning (None when every BN layer shows a sign of the
+    statistics pass, or the file has no BN layer)."""
+    bn = [lay for lay in layers if lay.type == "BN"]
+    signs = {lay.name: _statistics_pass_sign(lay) for lay in bn}
+    unmarked = [name for name, sign in signs.items() if sign is None]
+    entry = {"assumption": BN_ASSUMPTION, "bn_layers": len(bn),
+             "signs": {sign: sum(1 for s in signs.values() if s == sign)
+                       for sign in ("bn_mode INFERENCE", "mean/var tops")},
+             "without_sign": unmarked}
+    if not unmarked:
+        return entry, None
+    shown = ", ".join(unmarked[:3]) + (", ..." if len(unmarked) > 3 else "")
+    warning = (f"warning: {len(unmarked)} of {len(bn)} BN layers ({shown}) show no sign of caffe-segnet's BN "
+               "statistics pass (neither bn_mode INFERENCE nor the -mean/-var tops compute_bn_statistics.py "
+               "leaves): if this is a training snapshot, its BN blobs are unfolded gamma/beta and the converted "
+               "net is wrong; run SegNet-Tutorial's compute_bn_statistics.py on it first")
+    return entry, warning
 
 
 def check_known(model: Caffemodel, kind: str, force: bool, arch: str | None = None) -> list[str]:
@@ -424,6 +512,9 @@ def convert(weights: Path | str, arch: str, out: Path | str, classes: int | None
     if not plan.fits():
         raise ConvertError(f"{model.path} does not fit --arch {arch} ({classes} classes, {height}x{width}"
                            f"{', BN folded' if fold_bn else ''}){_arch_hint(model, arch)}: {plan.describe()}")
+    bn_statistics, warning = bn_statistics_check(model.layers)
+    if warning:
+        log(warning)
     for name, blobs in plan.blobs.items():
         for dst, value in zip(net.params[name], blobs):
             dst.data[...] = value
@@ -436,6 +527,7 @@ def convert(weights: Path | str, arch: str, out: Path | str, classes: int | None
         "conv_biases": biases, "fold_bn": fold_bn, "legacy_v1": model.legacy_v1,
         "layers_filled": len(plan.blobs), "source_layers_used": len(plan.copied), "values": n_params,
         "out": str(out), "prototxt": str(prototxt), "notes": notes,
+        "bn_statistics": bn_statistics, "warnings": [warning] if warning else [],
     }
     log(f"wrote {out} and {prototxt}: {len(plan.copied)} source layers onto {len(plan.blobs)} layers "
         f"({n_params:,} values), {arch}, {classes} classes, input 1x3x{height}x{width}")
