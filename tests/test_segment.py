@@ -136,3 +136,51 @@ def test_command_line_end_to_end(images, camvid_dir, tmp_path):
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "missing.png" in bad.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "bad").exists()  # no lone legend.png when no image succeeded
+
+
+def hue_net(h: int, w: int):
+    """Input -> 1x1 conv -> Softmax whose class c scores the pixel's chroma along the direction 2πc/11
+    (0.2·(cos·(B − G) + sin·(G − R))) plus a bias 0.03·c that breaks the ties of grey pixels: every class wins
+    somewhere on a CamVid image, and the probabilities vary smoothly, so upsampling them bilinearly moves the
+    argmax boundaries."""
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 3, h, w]))
+    n.score = L.Convolution(n.data, num_output=camvid.NUM_CLASSES, kernel_size=1)
+    n.prob = L.Softmax(n.score)
+    net = net_from_spec(n)
+    net.params["score"][1].data[...] = 0.03 * np.arange(camvid.NUM_CLASSES)
+    theta = 2 * np.pi * np.arange(camvid.NUM_CLASSES) / camvid.NUM_CLASSES
+    weights = 0.2 * (np.cos(theta)[:, None] * [1, -1, 0] + np.sin(theta)[:, None] * [0, 1, -1])
+    net.params["score"][0].data[...] = weights[:, :, None, None]
+    return net
+
+
+def test_bilinear_upsampling_of_scores_equals_torch(images):
+    """predict(upsample="bilinear"): the net's class scores (its `prob` output) resized bilinearly to the image
+    size, then the argmax. Oracle: the same net fed the image shrunk with INTER_AREA (the documented rule for
+    shrinking, written as a literal), then torch.nn.functional.interpolate(mode="bilinear",
+    align_corners=False) of `prob` (pixel centres aligned, edges clamped: OpenCV's INTER_LINEAR convention)
+    and the argmax."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = 90, 120
+    bgr = cv2.imread(str(images[0]))
+    labels = segment.predict(hue_net(h, w), bgr, upsample="bilinear")
+    assert labels.shape == bgr.shape[:2] and labels.dtype == np.uint8
+
+    oracle = hue_net(h, w)
+    small = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
+    oracle.blobs["data"].data[0] = small.transpose(2, 0, 1).astype(np.float32)
+    prob = torch.from_numpy(oracle.forward()["prob"].astype(np.float64))
+    up = F.interpolate(prob, size=bgr.shape[:2], mode="bilinear", align_corners=False)[0].numpy()
+    expected = up.argmax(axis=0)
+    top2 = np.sort(up, axis=0)[-2:]
+    clear = top2[1] - top2[0] > 1e-5  # leave out near-ties, where float32 and float64 rounding may differ
+    assert clear.mean() > 0.99
+    assert (labels[clear] == expected[clear]).all()
+    # The test can tell bilinear from nearest: upsampling the small argmax instead changes many pixels.
+    nearest = cv2.resize(prob[0].numpy().argmax(axis=0).astype(np.uint8), (bgr.shape[1], bgr.shape[0]),
+                         interpolation=cv2.INTER_NEAREST)
+    assert (nearest != expected).mean() > 0.01
+    assert len(np.unique(expected)) == camvid.NUM_CLASSES
