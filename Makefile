@@ -14,7 +14,8 @@ PYTEST_ARGS ?=
 # cpu or cuda: which Caffe `make setup` builds and links (the Docker image sets CAFFE_BUILD=cuda).
 CAFFE_BUILD ?= cpu
 
-.PHONY: help setup setup-cuda test test-slow prototxt camvid-train camvid-test benchmark benchmark-memory lint clean
+.PHONY: help setup setup-cuda test test-slow prototxt camvid-train camvid-test presets table1 table3 table1-report table3-report \
+	benchmark benchmark-memory lint clean
 
 help:
 	@echo "make setup          build BVLC Caffe (cached) and .venv"
@@ -23,6 +24,10 @@ help:
 	@echo "                    (same command again: resumes and finishes; RESTART=1 starts over; BATCH= ITER_SIZE=)"
 	@echo "make camvid-test    ARCH=... WEIGHTS=... [DEPLOY=... | HEIGHT= WIDTH=]: evaluate on the CamVid test split"
 	@echo "make prototxt       regenerate prototxt/models/*"
+	@echo "make presets        the protocol table: every preset's settings for each architecture family"
+	@echo "make table1         PRESET=quick|paper|smoke [WEIGHTING=nf|mfb|both] [ARCHS=a,b] [SHARD=i/n] [RESULTS=results]:"
+	@echo "                    train and score every Table 1 variant, report beside the paper (table3: deep nets)"
+	@echo "make table1-report  the report of what has finished (table3-report likewise)"
 	@echo "make benchmark      the paper's Table 1 / Table 6 comparison on this machine"
 	@echo "make benchmark-memory  peak memory of training and validation, every architecture and preset"
 
@@ -51,6 +56,22 @@ camvid-train: setup
 camvid-test: setup
 	$(PY) -m tools.camvid_pipeline test --arch $(ARCH) --weights $(WEIGHTS) --camvid $(CAMVID) --run $(RUN) \
 		$(if $(DEPLOY),--deploy $(DEPLOY)) $(if $(HEIGHT),--height $(HEIGHT)) $(if $(WIDTH),--width $(WIDTH))
+
+# The controlled benchmark: one run folder per (variant, weighting) under $(RESULTS)/table1-$(PRESET), made by the
+# same pipeline as camvid-train; the same command again skips finished runs and resumes the others. ARCHS=a,b or
+# SHARD=i/n splits the study over machines; `make table1-report` merges what is there.
+RESULTS ?= results
+WEIGHTING ?=
+table1 table3: setup
+	$(PY) -m tools.study run --study $@ --preset $(PRESET) --camvid $(CAMVID) --results $(RESULTS) \
+		$(if $(WEIGHTING),--weighting $(WEIGHTING)) $(if $(ARCHS),--archs $(ARCHS)) $(if $(SHARD),--shard $(SHARD)) \
+		$(if $(INIT_WEIGHTS),--init-weights $(INIT_WEIGHTS))
+
+presets: setup
+	@$(PY) -m prototxt --protocols
+
+table1-report table3-report: setup
+	$(PY) -m tools.study report --study $(@:-report=) --preset $(PRESET) --results $(RESULTS)
 
 benchmark: setup
 	$(PY) -m tools.benchmark --camvid $(CAMVID) --out results/benchmark

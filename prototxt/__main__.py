@@ -10,6 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from .protocol import markdown as protocol_markdown
 from .options import BIASES, DATA_MODES, FC_DIMS, PROTOCOLS, SPLITS, Options, OptionsError
 from .output import render_net, render_solver, write_all, write_atomic
 from .registry import ARCHS
@@ -37,10 +38,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=11, help="number of classes K (default 11, CamVid)")
     p.add_argument("--height", type=int, default=360, help="input height (default 360)")
     p.add_argument("--width", type=int, default=480, help="input width (default 480)")
-    p.add_argument("--batch", type=int, help="batch size (default: 12 Table 1 / 5 benchmark for train, 1 else)")
+    p.add_argument("--batch", type=int, help="batch size (default: the protocol's for train, 1 else)")
     p.add_argument("--class-weights", metavar="published|recomputed|none|FILE",
                    help="loss weighting: CamVid published MFB weights, recomputed ones, none, or a K x K "
-                        "InfogainLoss .binaryproto (default: published for SegNet and Table 1 nets, else none)")
+                        "InfogainLoss .binaryproto (default: the protocol's; `--protocols` prints them)")
     p.add_argument("--data", choices=DATA_MODES, default="lmdb",
                    help="lmdb: the CamVidData layer (default); input: Input layers for data and label")
     p.add_argument("--source", help="LMDB folder of the data layer (default data/lmdb/camvid-{train|val}-HxW)")
@@ -55,7 +56,9 @@ def parser() -> argparse.ArgumentParser:
                         "(default: paper for the SegNet-Basic family, public otherwise)")
     p.add_argument("--fc-dim", type=int, choices=FC_DIMS, help="DeconvNet fc6/fc7 width (default 1024)")
     p.add_argument("--protocol", choices=PROTOCOLS, help="solver protocol (default from the architecture)")
-    p.add_argument("--max-iter", type=int, help="solver max_iter (default 10000 table1, 40000 benchmark)")
+    p.add_argument("--max-iter", type=int, help="solver max_iter (default: the protocol's)")
+    p.add_argument("--protocols", action="store_true", help="print the protocol table (prototxt/protocol.py) "
+                   "as Markdown, as the README shows it, and exit")
     p.add_argument("--train-net", help="solver train_net path (default prototxt/models/ARCH/train.prototxt)")
     p.add_argument("--test-net", help="solver test_net path (default: none)")
     p.add_argument("--snapshot-prefix", help="solver snapshot_prefix (default runs/ARCH/snapshots/ARCH)")
@@ -67,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     try:
+        if args.protocols:
+            sys.stdout.write(protocol_markdown())
+            return 0
         if args.all:
             if args.arch:
                 raise OptionsError("--all writes every architecture; give no ARCH")

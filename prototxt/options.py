@@ -11,10 +11,11 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from .protocol import PROTOCOLS  # the protocol table names them
+
 SPLITS = ("train", "test", "deploy")
 DATA_MODES = ("lmdb", "input")
 BIASES = ("paper", "public")
-PROTOCOLS = ("table1", "benchmark")
 NAMED_WEIGHTS = ("published", "recomputed", "none")
 FC_DIMS = (1024, 4096)
 

@@ -8,7 +8,7 @@ from typing import Callable
 
 from caffe.proto import caffe_pb2
 
-from . import deconvnet, deeplab, fcn, segnet
+from . import deconvnet, deeplab, fcn, protocol, segnet
 from tools import paper
 
 from .blocks import NetBuilder
@@ -36,7 +36,6 @@ class Arch:
     title: str
     build: Callable[[NetBuilder], object]
     protocol: str  # table1 | benchmark
-    class_weights: str  # the default: published | none
     biases: str  # the default: paper | public
     paper_source: str  # where the paper's parameter count comes from
     notes: list[str] = field(default_factory=list)
@@ -48,17 +47,17 @@ class Arch:
 
 
 ARCH_LIST = [
-    Arch("segnet", "SegNet", segnet.segnet, "benchmark", "published", "public",
+    Arch("segnet", "SegNet", segnet.segnet, "benchmark", "public",
          "docs/paper.md §5: 29.43 M derived from SegNet-Tutorial, Table 6 117 MB",
          BENCHMARK_NOTES[:1] + [
              "SegNet-Tutorial segnet_train.prototxt: VGG16 encoder and mirrored decoder, 3x3 convs, BatchNorm+Scale "
              "and ReLU after every conv but conv1_1_D; layer names as SegNet-Tutorial.",
-             "Class weights default to the published MFB values (paper Table 2 trains SegNet with MFB); "
-             "Table 3 used none: --class-weights none.",
+             "Class weights default to none, as Table 3 trained it (Table 2 repeats that SegNet row); "
+             "SegNet-Tutorial's segnet_train.prototxt has the published MFB weights: --class-weights published.",
              UNPOOL_NOTE,
              "Dropout (--dropout): Bayesian SegNet's 6 layers, after pool3-5 and conv5_1_D, conv4_1_D, conv3_1_D.",
          ]),
-    Arch("segnet-basic", "SegNet-Basic", segnet.segnet_basic, "table1", "published", "paper",
+    Arch("segnet-basic", "SegNet-Basic", segnet.segnet_basic, "table1", "paper",
          "paper Table 1", TABLE1_NOTES + [
              "Decoder: 4 x [index unpooling, 7x7 conv 64, BatchNorm+Scale, no ReLU], then conv_classifier 1x1 to K; "
              "layer names as SegNet-Tutorial segnet_basic_train.prototxt.",
@@ -66,45 +65,44 @@ ARCH_LIST = [
              "Dropout (--dropout): Bayesian SegNet-Basic's, after pool3, pool4, conv_decode4, conv_decode3.",
          ]),
     Arch("segnet-basic-single-channel-decoder", "SegNet-Basic-SingleChannelDecoder",
-         segnet.segnet_basic_single_channel_decoder, "table1", "published", "paper", "paper Table 1",
+         segnet.segnet_basic_single_channel_decoder, "table1", "paper", "paper Table 1",
          TABLE1_NOTES + ["Decoder filters are single-channel (depthwise: group 64), otherwise SegNet-Basic.",
                          UNPOOL_NOTE]),
     Arch("segnet-basic-encoder-addition", "SegNet-Basic-EncoderAddition",
-         segnet.segnet_basic_encoder_addition, "table1", "published", "paper", "paper Table 1",
+         segnet.segnet_basic_encoder_addition, "table1", "paper", "paper Table 1",
          TABLE1_NOTES + [
              "UNCONFIRMED which encoder map is added: decoder k's BatchNorm output (encoder k's pre-pool size) gets "
              "encoder k-1's pooled output added (Eltwise SUM) for k = 4, 3, 2; decoder 1 adds nothing (storage "
              "multiplier 64 = the 64 maps at 180x240).",
              UNPOOL_NOTE]),
     Arch("bilinear-interpolation", "Bilinear-Interpolation", segnet.bilinear_interpolation, "table1",
-         "published", "paper", "paper Table 1", TABLE1_NOTES + [
+         "paper", "paper Table 1", TABLE1_NOTES + [
              "UNCONFIRMED decoder: fixed bilinear x2 upsampling (channel-wise Deconvolution 4x4 s2 p1, BVLC bilinear "
              "filler, lr 0, cropped by coord_map to the encoder's pre-pool size) followed by SingleChannelDecoder's "
              "depthwise 7x7 conv + BatchNorm; chosen because it reproduces the paper's 0.625 M (= SingleChannelDecoder)."]),
-    Arch("fcn-basic", "FCN-Basic", segnet.fcn_basic, "table1", "published", "paper", "paper Table 1",
+    Arch("fcn-basic", "FCN-Basic", segnet.fcn_basic, "table1", "paper", "paper Table 1",
          TABLE1_NOTES + [
              "Decoder: score_pool4 (1x1 64->K) then 4 x learnt Deconvolution K->K 8x8 stride 2 pad 3 (bilinear init, "
              "made channel-diagonal by prototxt.surgery.bilinear_surgery before training), each cropped (coord_map) "
              "and summed with the 1x1-reduced pool3, pool2, pool1; the last one (to full size) adds nothing.",
              "UNCONFIRMED stride/pad and last decoder: chosen as above (paper's 0.65 M reproduced); no BatchNorm "
              "after the reductions or deconvolutions."]),
-    Arch("fcn-basic-no-addition", "FCN-Basic-NoAddition", segnet.fcn_basic_no_addition, "table1", "published",
-         "paper", "paper Table 1", TABLE1_NOTES + [
+    Arch("fcn-basic-no-addition", "FCN-Basic-NoAddition", segnet.fcn_basic_no_addition, "table1", "paper", "paper Table 1", TABLE1_NOTES + [
              "FCN-Basic without the additions: score_pool4 then 4 learnt 8x8 stride-2 K->K Deconvolutions "
              "(bilinear init + surgery), each cropped to the encoder map size only."]),
     Arch("fcn-basic-no-dim-reduction", "FCN-Basic-NoDimReduction", segnet.fcn_basic_no_dim_reduction, "table1",
-         "published", "paper", "paper Table 1", TABLE1_NOTES + [
+         "paper", "paper Table 1", TABLE1_NOTES + [
              "No 1x1 reductions: 4 learnt 8x8 stride-2 Deconvolutions 64->64 (bilinear init + surgery) with pool3, "
              "pool2, pool1 added in full, then conv_classifier 1x1 64->K.",
              "Parameter count 1.661 M is 2.2 % above the paper's 1.625 M; no reading of docs/paper.md §1.1 gets "
              "closer (4 x 8x8x64x64 = 1.049 M of deconvolutions alone; the paper apparently rounded them to 1.0 M)."]),
     Arch("fcn-basic-no-addition-no-dim-reduction", "FCN-Basic-NoAddition-NoDimReduction",
-         segnet.fcn_basic_no_addition_no_dim_reduction, "table1", "published", "paper", "paper Table 1",
+         segnet.fcn_basic_no_addition_no_dim_reduction, "table1", "paper", "paper Table 1",
          TABLE1_NOTES + [
              "Neither reductions nor additions: 4 learnt 8x8 stride-2 Deconvolutions 64->64 (bilinear init + "
              "surgery), then conv_classifier 1x1 64->K.",
              "Parameter count 1.661 M is 2.2 % above the paper's 1.625 M (see fcn-basic-no-dim-reduction)."]),
-    Arch("fcn", "FCN (FCN-8s, fixed bilinear)", fcn.fcn, "benchmark", "none", "public",
+    Arch("fcn", "FCN (FCN-8s, fixed bilinear)", fcn.fcn, "benchmark", "public",
          "FCN paper Table 1 (FCN-VGG16 134 M), SegNet paper §2", BENCHMARK_NOTES + [
              "FCN-8s (voc-fcn8s/net.py): conv1_1 pad 100, fc6 7x7 4096, fc7 1x1 4096, score_fr, score_pool4, "
              "score_pool3; crops from caffe.coord_map. UNCONFIRMED that the paper's FCN is FCN-8s.",
@@ -112,11 +110,11 @@ ARCH_LIST = [
              "bilinear filler, lr 0, group K (channel-wise, what fcn's diagonal surgery.interp kernels compute).",
              "BatchNorm after the 15 VGG/fc convs, not after score or deconvolution layers; staged FCN-8s (no "
              "at-once pool scaling); dropout (--dropout) after fc6 and fc7."]),
-    Arch("fcn-learnt-deconv", "FCN (learnt deconv)", fcn.fcn_learnt_deconv, "benchmark", "none", "public",
+    Arch("fcn-learnt-deconv", "FCN (learnt deconv)", fcn.fcn_learnt_deconv, "benchmark", "public",
          "FCN paper Table 1 (FCN-VGG16 134 M), SegNet paper §2", BENCHMARK_NOTES + [
              "As fcn, but the three Deconvolutions are full K->K, learnt (lr 1), initialised bilinear; "
              "prototxt.surgery.bilinear_surgery zeroes their off-diagonal kernels before training (fcn surgery.interp)."]),
-    Arch("deconvnet", "DeconvNet", deconvnet.deconvnet, "benchmark", "none", "public",
+    Arch("deconvnet", "DeconvNet", deconvnet.deconvnet, "benchmark", "public",
          "no published count for fc 1024 (Table 6's 877 MB fits neither width); 252 M with --fc-dim 4096",
          BENCHMARK_NOTES + [
              "fc6/fc7 1024 wide as the SegNet benchmark (--fc-dim 4096: the original, 252 M parameters).",
@@ -125,7 +123,7 @@ ARCH_LIST = [
              "Decoder: unpool5..unpool1 (index unpooling, layers.upsample) + 3x3 Deconvolutions pad 1 with "
              "BatchNorm+Scale and ReLU, seg-score 1x1 to K; msra init (the original: gaussian 0.01).",
              UNPOOL_NOTE]),
-    Arch("deeplab-largefov", "DeepLab-LargeFOV", deeplab.deeplab_largefov, "benchmark", "none", "public",
+    Arch("deeplab-largefov", "DeepLab-LargeFOV", deeplab.deeplab_largefov, "benchmark", "public",
          "DeepLab paper Table 2 (20.5 M)", BENCHMARK_NOTES + [
              "pool1-3 3x3 s2 p1 with round_mode FLOOR (the paper's 45x60 at 360x480; ceil would give 46x61), "
              "pool4-5 3x3 s1 p1, conv5 dilation 2, fc6 3x3 dilation 12 1024, fc7 1x1 1024, fc8 1x1 K.",
@@ -150,11 +148,12 @@ def resolve(arch: str, opts: Options) -> Options:
     o = opts.replace()
     if o.protocol is None:
         o.protocol = a.protocol
+    defaults = protocol.settings(arch, "paper", o.protocol)
     if o.batch is None:
-        o.batch = (12 if o.protocol == "table1" else 5) if o.split == "train" else 1
+        o.batch = defaults["batch"] if o.split == "train" else 1
     if o.class_weights is None:
         # The published/recomputed matrices are CamVid's 11 classes; other class counts default to none.
-        o.class_weights = a.class_weights if o.classes == 11 else "none"
+        o.class_weights = defaults["class_weights"] if o.classes == 11 else "none"
     if o.biases is None:
         o.biases = a.biases
     if o.ignore_label is None:

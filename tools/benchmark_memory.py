@@ -26,17 +26,17 @@ from pathlib import Path
 from tools.runio import ROOT, fail, provenance, write_text_atomic
 
 TOOL = "benchmark_memory"
-PRESETS = ("quick", "paper")
+MEASURED_PRESETS = ("quick", "paper")
 
 
 def measure(arch: str, preset: str, camvid: Path, work: Path, log) -> dict:
     """One child run of tools.train; its training and validation peaks (MB) and the estimate."""
-    from tools.camvid_pipeline import preset_for
+    from prototxt.protocol import settings
     from tools.camvid_to_lmdb import convert
     from tools.memory import estimate_run
     from tools.train import TrainConfig
 
-    p = preset_for(preset, arch)
+    p = settings(arch, preset)
     lmdb = work / f"lmdb-{p['height']}x{p['width']}-{p['batch']}"
     for split, n in (("train", p["batch"]), ("val", 1)):
         if not (lmdb / split / "meta.json").is_file():
@@ -48,8 +48,7 @@ def measure(arch: str, preset: str, camvid: Path, work: Path, log) -> dict:
            "--lr", str(p["base_lr"]), "--class-weights", p["class_weights"], "--no-memory-check"]
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    child = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                           env=dict(os.environ, GLOG_minloglevel="2"))
+    child = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     row = {"preset": preset, "arch": arch, "height": p["height"], "width": p["width"], "batch": p["batch"],
            "seconds": round(seconds, 1), "load_before": load, "load_after": os.getloadavg()[0]}
@@ -103,14 +102,14 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog=__doc__.split("\n\n", 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--camvid", type=Path, default=Path("data/CamVid"), help="CamVid folder")
-    parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated (default quick,paper)")
+    parser.add_argument("--presets", default=",".join(MEASURED_PRESETS), help="comma-separated (default quick,paper)")
     parser.add_argument("--archs", default=",".join(ARCHS), help="comma-separated (default: all)")
     parser.add_argument("--out", type=Path, default=Path("results/memory"), help="folder for memory.{json,md}")
     parser.add_argument("--work", type=Path, default=Path("runs/benchmark-memory"), help="scratch runs and LMDBs")
     args = parser.parse_args(argv)
     presets = [p for p in args.presets.split(",") if p]
     archs = [a for a in args.archs.split(",") if a]
-    bad = [p for p in presets if p not in PRESETS] + [a for a in archs if a not in ARCHS]
+    bad = [p for p in presets if p not in MEASURED_PRESETS] + [a for a in archs if a not in ARCHS]
     if bad:
         fail(TOOL, f"unknown preset or architecture: {', '.join(bad)}")
     if not (args.camvid / "train.txt").is_file():
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 if (preset, arch) in done:
                     continue
                 result["rows"].append(measure(arch, preset, args.camvid.resolve(), args.work.resolve(), log))
-                result["rows"].sort(key=lambda r: (PRESETS.index(r["preset"]), ARCHS.index(r["arch"])))
+                result["rows"].sort(key=lambda r: (MEASURED_PRESETS.index(r["preset"]), ARCHS.index(r["arch"])))
                 write_text_atomic(out_json, json.dumps(result, indent=2))
                 write_text_atomic(args.out / "memory.md", markdown(result))
     except (OSError, ValueError) as e:

@@ -3,15 +3,11 @@
     python -m tools.camvid_pipeline train --arch segnet-basic --preset quick --camvid data/CamVid --run runs/x
     python -m tools.camvid_pipeline test  --arch segnet-basic --weights W.caffemodel --camvid data/CamVid --run runs/x
 
-Presets (see PRESETS below for the numbers):
-- `quick` (default) trains at a quarter of CamVid's resolution (90×120) so that SegNet-Basic finishes set-up, LMDB,
-  training, statistics and evaluation in well under an hour on a 2-core CPU. Predictions are made at 90×120, their
-  class scores upsampled bilinearly to 360×480 (tools.segment.predict), and scored against the full-resolution
-  ground truth.
-- `paper` follows the paper's protocol for the architecture (docs/paper.md §2): Table 1 variants at 360×480, SGD
-  fixed lr 0.1, momentum 0.9, batch 12, median-frequency class weights, validation every 1000 iterations and the
-  best validation global accuracy kept; the deep architectures with fixed lr 1e-3, momentum 0.9, batch 5, no class
-  balancing (Table 3), VGG16 encoder when `--init-weights` is given.
+Presets (`paper`, `quick`, `smoke`) are the protocol table's (prototxt/protocol.py; `make presets` prints it).
+`quick` (the default) trains at a quarter of CamVid's resolution; its predictions are made at 90×120, their class
+scores upsampled bilinearly to 360×480 (tools.segment.predict) and scored against the full-resolution ground truth.
+`paper` follows the architecture's protocol (docs/paper.md §2), with the VGG16 encoder when `--init-weights` is
+given; the best validation global accuracy is kept.
 Everything the pipeline makes goes into the run folder: lmdb/, net/, snapshots/, the weights, eval/.
 """
 
@@ -26,36 +22,10 @@ import time
 from pathlib import Path
 
 from tools.camvid import SPLITS
-from tools.runio import (append_jsonl, atomic_path, fail, fault_point, load_net_param, read_jsonl, set_caffe_mode,
-                         write_text_atomic)
+from tools.runio import (Busy, append_jsonl, atomic_path, fail, fault_point, folder_lock, load_net_param,
+                         read_jsonl, set_caffe_mode, write_text_atomic)
 
 TOOL = "camvid_pipeline"
-TABLE1 = {"segnet-basic", "segnet-basic-single-channel-decoder", "segnet-basic-encoder-addition",
-          "bilinear-interpolation", "fcn-basic", "fcn-basic-no-addition", "fcn-basic-no-dim-reduction",
-          "fcn-basic-no-addition-no-dim-reduction"}
-
-# Measured on the project's 2-core machine, see README "Training".
-PRESETS = {
-    # 1200 iterations of 4 images = 13 epochs at 90x120, the Table 1 solver (lr 0.1, momentum 0.9) with natural
-    # frequencies (no class weights: Table 1's NF columns). In a short run median-frequency weights trade global
-    # accuracy for the small classes (62.4 % validation G, 38.0 % mIoU at iteration 800); --class-weights published
-    # gives them back.
-    "quick": dict(height=90, width=120, batch=4, max_iter=1200, base_lr=0.1, class_weights="none",
-                  val_every=300, snapshot_every=300, log_every=20),
-    "paper-table1": dict(height=360, width=480, batch=12, max_iter=10000, base_lr=0.1, class_weights="published",
-                         val_every=1000, snapshot_every=1000, log_every=20),
-    # The deep benchmark (Table 3) trains "for more than 100 epochs" and reports up to 140K iterations.
-    "paper-deep": dict(height=360, width=480, batch=5, max_iter=140000, base_lr=1e-3, class_weights="none",
-                       val_every=1000, snapshot_every=1000, log_every=20),
-}
-
-
-def preset_for(name: str, arch: str) -> dict:
-    if name == "paper":
-        name = "paper-table1" if arch in TABLE1 else "paper-deep"
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset '{name}' (quick or paper)")
-    return dict(PRESETS[name])
 
 
 class Interrupted(Exception):
@@ -91,7 +61,7 @@ def ensure_lmdb(camvid: Path, split: str, out: Path, height: int, width: int, lo
 
 
 def evaluate_split(deploy: Path, weights: Path, camvid: Path, split: str, out: Path, log,
-                   limit: int | None = None) -> dict:
+                   limit: int | None = None, boundary: bool = True) -> dict:
     """Predict every image of a split, write label PNGs, score them with the paper's metrics."""
     import cv2
     from tqdm import tqdm
@@ -122,7 +92,8 @@ def evaluate_split(deploy: Path, weights: Path, camvid: Path, split: str, out: P
         fault_point("evaluate", n)
     del net
     t0 = time.perf_counter()
-    result = evaluate.evaluate_files([(gt, pred_dir / gt.name) for _, gt in pairs], workers=2, progress=True)
+    result = evaluate.evaluate_files([(gt, pred_dir / gt.name) for _, gt in pairs], workers=2, progress=True,
+                                     boundary=boundary)
     result["seconds"] = time.perf_counter() - t0
     result.update(split=split, images=len(pairs), weights=str(weights), model=str(deploy))
     evaluate.plot_confusion(result, out / "confusion.png")
@@ -135,14 +106,16 @@ def evaluate_split(deploy: Path, weights: Path, camvid: Path, split: str, out: P
 
 def pipeline_config(args):
     """The run's settings from the preset and the command line's overrides (checked, nothing written)."""
+    from prototxt.protocol import settings
     from tools.train import TrainConfig
 
-    p = preset_for(args.preset, args.arch)
+    p = settings(args.arch, args.preset)
     for key in ("max_iter", "batch", "iter_size", "height", "width", "class_weights"):
         if getattr(args, key, None) is not None:
             p[key] = getattr(args, key)
     run = args.run.resolve()
-    cfg = TrainConfig(arch=args.arch, train_source=str(run / "lmdb" / "train"), val_source=str(run / "lmdb" / "val"),
+    lmdb = args.lmdb.resolve() if getattr(args, "lmdb", None) else run / "lmdb"
+    cfg = TrainConfig(arch=args.arch, train_source=str(lmdb / "train"), val_source=str(lmdb / "val"),
                       seed=args.seed, init_weights=args.init_weights or "", init_force=args.init_force, **p)
     cfg = cfg.resolved()
     cfg.check(sources=False)
@@ -150,6 +123,11 @@ def pipeline_config(args):
 
 
 def run_train(args) -> int:
+    with folder_lock(args.run.resolve()):
+        return _run_train(args)
+
+
+def _run_train(args) -> int:
     from tools import bn_stats
     from tools.nets import load_net
     from tools.train import prepare_run, train
@@ -164,7 +142,9 @@ def run_train(args) -> int:
     cfg = pipeline_config(args)
     _, continuing = prepare_run(cfg, run, restart=args.restart, sources=False)  # refuses other settings before anything is made
     metrics_path = run / "eval" / "test" / "metrics.json"
-    if continuing and metrics_path.is_file() and (run / "timings.json").is_file():
+    splits = ("test", "train") if args.eval_train else ("test",)
+    if continuing and all((run / "eval" / s / "metrics.json").is_file() for s in splits) \
+            and (run / "timings.json").is_file():
         result = json.loads(metrics_path.read_text())
         log((run / "eval" / "test" / "metrics.txt").read_text().rstrip())
         log(f"[pipeline] {run} is finished (delete it or add --restart to train again)")
@@ -174,11 +154,16 @@ def run_train(args) -> int:
         return 0
     t0 = time.perf_counter()
     timings = {}
+    pending: list[dict] = []
 
     def stage_done(key: str, seconds: float) -> None:
         """Each stage's time, appended as it ends (stages.jsonl): an interrupted run's earlier work stays counted."""
         timings[key] = seconds
-        append_jsonl(run / "stages.jsonl", {"stage": key, "seconds": seconds, "load": os.getloadavg()[0]})
+        pending.append({"stage": key, "seconds": seconds, "load": os.getloadavg()[0]})
+        if (run / "config.json").is_file():  # held back until the run exists (a failed start leaves no folder)
+            for record in pending:
+                append_jsonl(run / "stages.jsonl", record)
+            pending.clear()
 
     if continuing:
         log(f"[pipeline] {run} exists with the same settings: continuing it")
@@ -214,9 +199,18 @@ def run_train(args) -> int:
     fault_point("bn-stats", 1)
     stage_done("bn_stats_s", time.perf_counter() - t2)
     t3 = time.perf_counter()
-    result = evaluate_split(deploy, run / "inference.caffemodel", camvid, "test", run / "eval" / "test", log,
-                            limit=args.limit)
-    stage_done("evaluate_s", time.perf_counter() - t3)
+    if metrics_path.is_file():  # scored before an interruption (metrics.json is the stage's last write)
+        result = json.loads(metrics_path.read_text())
+    else:
+        result = evaluate_split(deploy, run / "inference.caffemodel", camvid, "test", run / "eval" / "test", log,
+                                limit=args.limit)
+        stage_done("evaluate_s", time.perf_counter() - t3)
+    if args.eval_train and not (run / "eval" / "train" / "metrics.json").is_file():
+        # The paper's Train columns (Table 1): G, C and mIoU of the same model on the training split; no BF.
+        t4 = time.perf_counter()
+        evaluate_split(deploy, run / "inference.caffemodel", camvid, "train", run / "eval" / "train", log,
+                       limit=args.limit, boundary=False)
+        stage_done("evaluate_train_s", time.perf_counter() - t4)
     timings["total_s"] = time.perf_counter() - t0
     # Over every invocation of the command (an interrupted run's work included), from stages.jsonl.
     for record in read_jsonl(run / "stages.jsonl"):
@@ -286,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("train", "test"):
         s = sub.add_parser(name)
         s.add_argument("--arch", default="segnet-basic")
-        s.add_argument("--preset", default="quick", help="quick (default) or paper")
+        s.add_argument("--preset", default="quick", help="quick (default), paper, or smoke (seconds; checks the "
+                       "path, not a model)")
         s.add_argument("--camvid", type=Path, default=Path("data/CamVid"))
         s.add_argument("--run", type=Path, required=True)
         s.add_argument("--limit", type=int, help="evaluate only the first N images (for tests)")
@@ -306,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
                    "settings (its LMDBs are kept when their size still fits)")
     t.add_argument("--no-memory-check", dest="memory_check", action="store_false",
                    help="start even when the estimated memory exceeds what the machine has free")
+    t.add_argument("--lmdb", type=Path, help="folder of the train/ and val/ LMDBs, shared by runs at the same "
+                   "size (default: RUN/lmdb)")
+    t.add_argument("--eval-train", action="store_true", help="also score the training split (G, C, mIoU: the "
+                   "paper's Table 1 Train columns) into RUN/eval/train")
     e = sub.choices["test"]
     e.add_argument("--weights", type=Path, required=True)
     e.add_argument("--deploy", type=Path, help="deploy prototxt matching --weights (default: the run folder's "
@@ -319,12 +318,16 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.arch not in ARCHS:
             fail(TOOL, f"unknown ARCH '{args.arch}' (choose from {', '.join(ARCHS)})")
-        preset_for(args.preset, args.arch)
+        from prototxt.protocol import settings
+
+        settings(args.arch, args.preset)
         return run_train(args) if args.command == "train" else run_test(args)
     except (ValueError, FileNotFoundError, WeightsError, FloatingPointError) as e:
         fail(TOOL, str(e))
     except OSError as e:
         fail(TOOL, f"{e.filename or args.run}: {e.strerror or e}")
+    except Busy as e:
+        fail(TOOL, str(e))
     except Interrupted as e:
         fail(TOOL, f"stopped by {e}: run the same command again to finish", code=130)
 

@@ -40,6 +40,37 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+class Busy(RuntimeError):
+    """Another live process holds the folder (tools.runio.folder_lock)."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path | str) -> Iterator[None]:
+    """Hold `folder` for this process: a second command on the same run (say, a study re-run while a killed
+    study's child still trains) is refused with Busy instead of writing into it at the same time. The lock is
+    an flock on a hidden sibling file, so the kernel drops it when the holder dies, however it dies."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    path = folder.parent / f".{folder.name}.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise Busy(f"{folder} is in use by {holder}: wait for it to end (or stop it) and run again") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+
 def write_text_atomic(path: Path | str, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -64,11 +95,12 @@ def gpu_device() -> str:
     return os.environ.get("SEGNET_GPU", "0" if os.environ.get("CAFFE_BUILD") == "cuda" else "")
 
 
-def set_caffe_mode():
-    """Caffe on the GPU of gpu_device(), else on the CPU; returns the caffe module."""
+def set_caffe_mode(gpu: int | None = None):
+    """Caffe on `gpu` when given (a tool's --gpu), else on gpu_device() (SEGNET_GPU), else on the CPU: the one
+    place every tool picks its device. Returns the caffe module."""
     import caffe
 
-    gpu = gpu_device()
+    gpu = str(gpu) if gpu is not None else gpu_device()
     if gpu:
         caffe.set_device(int(gpu))
         caffe.set_mode_gpu()

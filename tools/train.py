@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from prototxt.protocol import PROTOCOLS
+from prototxt.registry import ARCHES
 from tools.runio import (append_jsonl, atomic_path, fail, fault_point, gpu_device, provenance, read_jsonl,
                          set_caffe_mode, write_text_atomic)
 
@@ -49,26 +51,31 @@ class RunError(ValueError):
     """A run folder or setting that cannot be used; the message says why and what to do."""
 
 
+_TABLE1 = PROTOCOLS["table1"]
+
+
 @dataclass
 class TrainConfig:
     arch: str = "segnet-basic"
     train_source: str = ""        # LMDB pair of the training split (tools.camvid_to_lmdb)
     val_source: str = ""          # LMDB pair of the validation split; "" = no validation
-    height: int = 360
-    width: int = 480
+    # Defaults: the Table 1 protocol (prototxt/protocol.py); tools.train's command line and the pipeline fill
+    # them from the architecture's protocol and preset instead.
+    height: int = _TABLE1["height"]
+    width: int = _TABLE1["width"]
     classes: int = 11
-    batch: int = 12
+    batch: int = _TABLE1["batch"]
     iter_size: int = 1            # Caffe's iter_size: gradients of iter_size batches per update
-    max_iter: int = 10000
-    base_lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    class_weights: str = "published"
+    max_iter: int = _TABLE1["max_iter"]
+    base_lr: float = _TABLE1["base_lr"]
+    momentum: float = _TABLE1["momentum"]
+    weight_decay: float = _TABLE1["weight_decay"]
+    class_weights: str = _TABLE1["class_weights"]
     seed: int = 1
     mirror: bool = False
-    log_every: int = 20
-    snapshot_every: int = 1000
-    val_every: int = 1000
+    log_every: int = _TABLE1["log_every"]
+    snapshot_every: int = _TABLE1["snapshot_every"]
+    val_every: int = _TABLE1["val_every"]
     init_weights: str = ""        # VGG16 caffemodel for the encoder (tools.init_weights)
     init_force: bool = False      # accept an init file that is not the released VGG16 (size/sha256)
     batchnorm: bool = True
@@ -671,12 +678,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-source", default="", help="validation LMDB pair; omit to skip validation")
     for name in ("classes", "iter_size", "seed"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    protocol = "(default: the architecture's paper protocol, tools.camvid_pipeline's `paper` preset)"
+    protocol = "(default: the architecture's protocol, prototxt/protocol.py: `python -m prototxt --protocols`)"
     for name in ("height", "width", "batch", "max_iter", "log_every", "snapshot_every", "val_every"):
         p.add_argument("--" + name.replace("_", "-"), type=int, help=protocol)
     p.add_argument("--lr", dest="base_lr", type=float, help="fixed learning rate " + protocol)
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--momentum", type=float, help=protocol)
+    p.add_argument("--weight-decay", type=float, help=protocol)
     p.add_argument("--class-weights", help="published | recomputed | none | FILE.binaryproto " + protocol)
     p.add_argument("--mirror", action="store_true", help="random left-right flips of image and label together")
     p.add_argument("--init-weights", default="", help="VGG_ILSVRC_16_layers.caffemodel for the encoder")
@@ -690,16 +697,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The command line's settings; what it leaves out comes from the architecture's protocol (paper preset)."""
+    from prototxt.protocol import settings as protocol_settings
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = protocol_settings(args.arch) if args.arch in ARCHES else {}  # an unknown arch: check() says so
+    settings.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
+    return TrainConfig(**{k: v for k, v in settings.items() if k in fields})
+
+
 def main(argv: list[str] | None = None) -> int:
     from tools.nets import WeightsError
 
-    from tools.camvid_pipeline import preset_for
-
     args = build_parser().parse_args(argv)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    settings = preset_for("paper", args.arch)  # what the command line leaves out: the architecture's protocol
-    settings.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
-    cfg = TrainConfig(**{k: v for k, v in settings.items() if k in fields})
+    cfg = config_from_args(args)
     extend = args.max_iter if args.resume else None
     try:
         state = train(cfg, args.run, resume=args.resume, log=lambda m: print(m, file=sys.stderr, flush=True),

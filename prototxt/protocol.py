@@ -1,0 +1,79 @@
+"""The training protocols and presets: each setting of each architecture and preset, written once, here.
+
+Read by the solver generator (prototxt/solver.py), the generators' defaults (registry.resolve: train batch and
+class weights), tools.train (what its command line leaves out), tools.camvid_pipeline and tools.study (presets),
+tools.benchmark_memory, `make presets` and the README's table (`python -m prototxt --protocols`);
+tests/test_protocol.py checks every (architecture, preset) pair against the paper's numbers.
+
+A preset is the architecture's protocol with a few settings replaced:
+- `paper`: the protocol itself (docs/paper.md §2).
+- `quick`: a quarter of CamVid's resolution and 13 epochs, so that SegNet-Basic finishes in about half an hour
+  on a 2-core CPU (docs/runs.md); natural frequencies (no class weights).
+- `smoke`: seconds; checks the path (LMDB, training with validation and a resume point, BatchNorm statistics,
+  evaluation), not a model. CI and the study's smoke run use it.
+"""
+
+from __future__ import annotations
+
+PROTOCOLS: dict[str, dict] = {
+    # Table 1, the decoder variants (docs/paper.md §2.1): SGD, fixed lr 0.1, momentum 0.9, batch 12, median-
+    # frequency class weights; "until convergence", validated every 1000 iterations. max_iter 10000 is
+    # SegNet-Tutorial's segnet_basic_solver. Weight decay 5e-4: the public solvers (the paper does not say).
+    "table1": dict(height=360, width=480, batch=12, base_lr=0.1, momentum=0.9, weight_decay=5e-4, max_iter=10000,
+                   class_weights="published", val_every=1000, snapshot_every=1000, log_every=20),
+    # Tables 3 and 6, the deep architectures (§2.2): fixed lr 1e-3, momentum 0.9, batch 5, no class balancing,
+    # "more than 100 epochs", reported up to 140K iterations (Table 3, SegNet's last checkpoint).
+    "benchmark": dict(height=360, width=480, batch=5, base_lr=1e-3, momentum=0.9, weight_decay=5e-4,
+                      max_iter=140000, class_weights="none", val_every=1000, snapshot_every=1000, log_every=20),
+}
+
+# Settings an architecture keeps against its protocol, with the reason (none today: SegNet trains without class
+# weights as in Table 3, whose SegNet row Table 2 repeats; SegNet-Tutorial's segnet_train.prototxt has the published
+# median-frequency weights: CLASS_WEIGHTS=published).
+ARCH_SETTINGS: dict[str, dict] = {}
+
+PRESETS: dict[str, dict] = {
+    "paper": {},
+    # 1200 iterations of 4 images = 13 epochs at 90x120.
+    "quick": dict(height=90, width=120, batch=4, max_iter=1200, class_weights="none", val_every=300,
+                  snapshot_every=300),
+    "smoke": dict(height=45, width=60, batch=2, max_iter=4, class_weights="none", val_every=2, snapshot_every=2,
+                  log_every=1),
+}
+SETTINGS = tuple(PROTOCOLS["table1"])
+
+
+def protocol_of(arch: str) -> str:
+    from .registry import get
+
+    return get(arch).protocol
+
+
+def settings(arch: str, preset: str = "paper", protocol: str | None = None) -> dict:
+    """Every training setting of `arch` under `preset` (a new dict): its protocol (or `protocol`), the
+    architecture's own settings, then the preset's."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset '{preset}' ({', '.join(PRESETS)})")
+    protocol = protocol or protocol_of(arch)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol '{protocol}' ({', '.join(PROTOCOLS)})")
+    return {**PROTOCOLS[protocol], **ARCH_SETTINGS.get(arch, {}), **PRESETS[preset]}
+
+
+def markdown() -> str:
+    """The README's table: one row per (protocol, preset)."""
+    from .registry import ARCH_LIST
+
+    lines = ["| protocol (architectures) | preset | size | solver | batch | iterations | class weights | "
+             "validation |", "|---|---|---|---|---:|---:|---|---|"]
+    for protocol in PROTOCOLS:
+        archs = [a.name for a in ARCH_LIST if a.protocol == protocol]
+        for preset in PRESETS:
+            s = {**PROTOCOLS[protocol], **PRESETS[preset]}
+            exceptions = "; ".join(f"{a}: {k} {v}" for a in archs for k, v in ARCH_SETTINGS.get(a, {}).items()
+                                   if k not in PRESETS[preset])
+            weights = s["class_weights"] + (f" ({exceptions})" if exceptions else "")
+            lines.append(f"| {protocol} ({len(archs)}) | {preset} | {s['height']}×{s['width']} | SGD lr "
+                         f"{s['base_lr']:g} fixed, momentum {s['momentum']:g}, wd {s['weight_decay']:g} | "
+                         f"{s['batch']} | {s['max_iter']:,} | {weights} | every {s['val_every']:,} |")
+    return "\n".join(lines) + "\n"

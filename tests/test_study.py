@@ -1,0 +1,186 @@
+"""The Table 1 study (tools.study, `make table1`): the smoke preset's whole path, killed and resumed, and the report
+checked against independent recomputations (NumPy confusion counts from the written PNGs, rank correlations by
+hand, the paper's cells read from the paper's text as docs/paper.md transcribes it)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT
+from tools import study
+
+PY = sys.executable
+VARIANTS = ["bilinear-interpolation", "segnet-basic", "segnet-basic-encoder-addition",
+            "segnet-basic-single-channel-decoder", "fcn-basic", "fcn-basic-no-addition", "fcn-basic-no-dim-reduction",
+            "fcn-basic-no-addition-no-dim-reduction"]
+
+
+def _wait_unlocked(lock: Path, timeout: float = 120) -> None:
+    """Until no process holds the run folder's lock (the killed study's child snapshots and exits first)."""
+    end = time.time() + timeout
+    while lock.exists() and time.time() < end:
+        try:
+            with open(lock) as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+        except (BlockingIOError, FileNotFoundError):
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def smoke_study(camvid_dir, tmp_path_factory):
+    """`tools.study run --preset smoke`: SIGKILLed while its second run trains, then run again to the end."""
+    results = tmp_path_factory.mktemp("study")
+    args = [PY, "-m", "tools.study", "run", "--study", "table1", "--preset", "smoke", "--camvid", str(camvid_dir),
+            "--results", str(results)]
+    folder = results / "table1-smoke"
+    victim = folder / "segnet-basic-mfb"
+    first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    end = time.time() + 300
+    while not (victim / "config.json").is_file() and first.poll() is None and time.time() < end:
+        time.sleep(0.05)
+    assert first.poll() is None, "the study ended before its second run started:\n" + first.stdout.read()
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    _wait_unlocked(folder / ".segnet-basic-mfb.lock")
+    assert not study.finished(victim)
+    second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    third = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return folder, second, third
+
+
+def test_smoke_study_survives_a_kill_and_finishes(smoke_study):
+    folder, second, third = smoke_study
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "1/16 bilinear-interpolation-mfb: finished" in second.stderr
+    assert "2/16 segnet-basic-mfb: resuming" in second.stderr
+    for arch in VARIANTS:
+        for w in ("mfb", "nf"):
+            assert study.finished(folder / f"{arch}-{w}"), f"{arch}-{w}"
+    # The killed run ended at the preset's last iteration, every stage recorded.
+    victim = folder / "segnet-basic-mfb"
+    stages = [json.loads(line)["stage"] for line in (victim / "stages.jsonl").read_text().splitlines()]
+    assert stages[-5:] == ["lmdb_s", "train_s", "bn_stats_s", "evaluate_s", "evaluate_train_s"]
+    assert json.loads((victim / "state.json").read_text())["iteration"] == 4
+    # The weightings reached the nets: MFB runs train with the published weights, NF with none.
+    assert 'type: "InfogainLoss"' in (folder / "segnet-basic-mfb" / "net" / "train.prototxt").read_text()
+    nf = (folder / "segnet-basic-nf" / "net" / "train.prototxt").read_text()
+    assert 'type: "SoftmaxWithLoss"' in nf and "Infogain" not in nf
+    # A third time: nothing left to do.
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert third.stderr.count(": finished") == 16 and "starting" not in third.stderr
+
+
+def _confusion(gt_paths, pred_dir: Path) -> np.ndarray:
+    cm = np.zeros((11, 11), np.int64)
+    for gt_path in gt_paths:
+        gt = np.asarray(Image.open(gt_path)).astype(np.int64)
+        pred = np.asarray(Image.open(pred_dir / gt_path.name)).astype(np.int64)
+        keep = gt != 11
+        cm += np.bincount(gt[keep] * 11 + pred[keep], minlength=121).reshape(11, 11)
+    return cm
+
+
+def test_report_numbers_are_the_runs_and_the_papers(smoke_study, camvid_dir):
+    folder, _, _ = smoke_study
+    report = json.loads((folder / "table1.json").read_text())
+    assert (folder / "table1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = {(r["arch"], r["weighting"]): r for r in report["runs"]}
+    assert len(rows) == 16 and report["missing"] == []
+    test_list = [line.split()[1] for line in (camvid_dir / "test.txt").read_text().split("\n") if line.strip()][:3]
+    gts = [camvid_dir / "testannot" / Path(p).name for p in test_list]
+    for (arch, w), row in rows.items():
+        cm = _confusion(gts, folder / f"{arch}-{w}" / "eval" / "test" / "predictions")
+        # G from the counts; C and mIoU with the MATLAB script's rule (every class, absent ones count 0).
+        g = np.trace(cm) / cm.sum()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc = np.nan_to_num(np.diag(cm) / cm.sum(1))
+            iou = np.nan_to_num(np.diag(cm) / (cm.sum(0) + cm.sum(1) - np.diag(cm)))
+        assert row["test_G"] == pytest.approx(100 * g, abs=0.006), (arch, w)
+        assert row["test_C"] == pytest.approx(100 * acc.mean(), abs=0.006), (arch, w)
+        assert row["test_mIoU"] == pytest.approx(100 * iou.mean(), abs=0.006), (arch, w)
+        assert row["train_G"] is not None and "train_BF" not in row or row.get("train_BF") is None
+    # The paper's cells, from docs/paper.md's transcription of Table 1 (FCN-Basic MFB test: 81.7 62.4 47.3 38.11;
+    # SegNet-Basic NF train mIoU 73.3) and the difference column.
+    fcn = rows[("fcn-basic", "mfb")]
+    assert [fcn[f"paper_test_{m}"] for m in ("G", "C", "mIoU", "BF")] == [81.7, 62.4, 47.3, 38.11]
+    assert rows[("segnet-basic", "nf")]["paper_train_mIoU"] == 73.3
+    assert fcn["diff_test_mIoU"] == pytest.approx(fcn["test_mIoU"] - 47.3, abs=0.011)
+    # Params from the generated nets (the paper's 0.65 M for FCN-Basic, within 1 %) and Table 1's storage column.
+    assert fcn["params_m"] == pytest.approx(0.65, rel=0.01)
+    assert rows[("segnet-basic-encoder-addition", "nf")]["storage"] == 64
+    md = (folder / "table1.md").read_text()
+    assert re.search(r"\| fcn-basic \| 0\.6\d\d \| 11 \| [\d.]+ / 81\.7 \(", md)
+
+
+def test_rank_agreement_by_hand():
+    # Ranks 1..5 vs 2,1,3,5,4: d^2 = 1+1+0+1+1 = 4, rho = 1 - 6*4/(5*24) = 0.8; concordant pairs 8 of 10 -> tau 0.6.
+    ours = dict(zip("abcde", [5, 4, 3, 2, 1]))
+    paper = dict(zip("abcde", [4, 5, 3, 1, 2]))
+    r = study.rank_agreement(ours, paper)
+    assert (r["n"], r["spearman"], r["kendall"]) == (5, 0.8, 0.6)
+    assert study.rank_agreement({"a": 1, "b": 2}, {"a": 1, "b": 2})["spearman"] is None
+
+
+def _table(mfb: dict, nf: dict | None = None) -> dict:
+    """{arch: {w: {"test": {G, C, mIoU, BF}}}} from {arch: (G, C, mIoU, BF)}."""
+    out: dict = {}
+    for w, cells in (("mfb", mfb), ("nf", nf or {})):
+        for arch, (g, c, miou, bf) in cells.items():
+            out.setdefault(arch, {})[w] = {"test": {"G": g, "C": c, "mIoU": miou, "BF": bf}}
+    return out
+
+
+def test_findings_on_the_papers_own_table_all_hold_and_a_swap_breaks_them():
+    from tools import paper
+
+    cells = lambda w: {a: tuple(paper.table1()[a][w]["test"][m] for m in ("G", "C", "mIoU", "BF"))  # noqa: E731
+                       for a in VARIANTS}
+    held = study.findings(_table(cells("mfb"), cells("nf")))
+    assert [f["status"] for f in held] == ["held"] * 5
+    # Hand-made: Bilinear no longer lowest, SegNet-Basic below its single-channel decoder, MFB lowers C.
+    mfb = dict(cells("mfb"))
+    mfb["bilinear-interpolation"] = (90, 90, 90, 90)
+    mfb["segnet-basic"] = (70, 40, 30, 20)
+    out = {f["finding"][:30]: f["status"] for f in study.findings(_table(mfb, cells("nf")))}
+    assert list(out.values()) == ["not held", "not held", "not held", "not held", "not held"]
+    missing = study.findings(_table({"segnet-basic": (1, 2, 3, 4)}))
+    assert {f["status"] for f in missing} == {"not measured"}
+
+
+def test_plan_orders_and_shards_runs():
+    pairs = study.plan("table1", "both")
+    assert len(pairs) == 16 and pairs[0] == ("bilinear-interpolation", "mfb") and pairs[8] == ("bilinear-interpolation", "nf")
+    shards = [study.plan("table1", "both", shard=(i, 3)) for i in (1, 2, 3)]
+    assert sorted(p for s in shards for p in s) == sorted(pairs) and [len(s) for s in shards] == [6, 5, 5]
+    assert study.plan("table1", "nf", ["fcn-basic", "segnet-basic"]) == [("segnet-basic", "nf"), ("fcn-basic", "nf")]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--archs", "segnet,bogus"], "--archs: segnet, bogus not in table1"),
+    (["run", "--camvid", "NO_CAMVID_HERE"], "nothing: no train.txt"),
+    (["run", "--preset", "huge"], "unknown preset 'huge'"),
+    (["report", "--results", "NO_RESULTS_HERE"], "no such study folder"),
+])
+def test_bad_input_is_one_line(argv, message, tmp_path, camvid_dir):
+    argv = [a.replace("NO_CAMVID_HERE", str(tmp_path / "nothing")).replace("NO_RESULTS_HERE", str(tmp_path / "r"))
+            for a in argv]
+    if argv[0] == "run" and "--camvid" not in argv:
+        argv += ["--camvid", str(camvid_dir)]
+    run = subprocess.run([PY, "-m", "tools.study", *argv, "--results", str(tmp_path / "r")] if "--results" not in argv
+                         else [PY, "-m", "tools.study", *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
