@@ -34,7 +34,6 @@ from PIL import Image
 from tools.camvid import SPLITS, CamVidError, read_list
 from tools.runio import fail
 
-os.environ.setdefault("GLOG_minloglevel", "2")  # keep Caffe's net dumps off stderr
 
 
 def decode_only(pairs) -> float:

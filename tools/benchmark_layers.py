@@ -56,7 +56,6 @@ def _interleaved_ms(fns: dict[str, Callable[[], object]], repeat: int) -> dict[s
 
 
 def _caffe():
-    os.environ.setdefault("GLOG_minloglevel", "2")  # before the first import: Caffe's INFO log is per layer
     import caffe
 
     caffe.set_mode_cpu()

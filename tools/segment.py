@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from tools import camvid
 from tools.camvid_to_lmdb import interpolation_for
-from tools.runio import atomic_path, fail, gpu_problem, out_folder_problem
+from tools.runio import atomic_path, fail, gpu_problem, out_folder_problem, set_caffe_mode
 
 
 class SegmentError(ValueError):
@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.5, help="overlay weight of the colours (default 0.5)")
     p.add_argument("--interpolation", default="auto", choices=["auto", "area", "linear"],
                    help="image resizing to the net's size, as tools.camvid_to_lmdb (default auto)")
-    p.add_argument("--gpu", type=int, help="run on this GPU (default CPU)")
+    p.add_argument("--gpu", type=int, help="run on this GPU (default: SEGNET_GPU if set, else the CPU)")
     p.add_argument("--json", action="store_true", help="print the written files as JSON on stdout")
     return p
 
@@ -192,11 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(gpu_problem(args.gpu))
     try:
         paths = args.images or [image for image, _ in camvid.read_list(args.camvid, args.list)]
-        import caffe
-
-        if args.gpu is not None:
-            caffe.set_mode_gpu()
-            caffe.set_device(args.gpu)
+        set_caffe_mode(args.gpu)
         net = load_net(args.model, args.weights)
         written = segment_images(net, paths, args.out, args.alpha, args.interpolation,
                                  progress=sys.stderr.isatty())
