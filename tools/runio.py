@@ -16,6 +16,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def command_parser(tool: str, doc: str, epilog_from: int = 1, description_at: int = 0):
+    """The argparse parser of `python -m tools.TOOL`: the module docstring's paragraph `description_at` as the
+    description, its paragraphs from `epilog_from` on as the epilog (kept as written)."""
+    import argparse
+
+    paragraphs = doc.split("\n\n")
+    return argparse.ArgumentParser(prog=f"python -m tools.{tool}", description=paragraphs[description_at],
+                                   epilog="\n\n".join(paragraphs[epilog_from:]),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def fail(tool: str, message: str, code: int = 2):
     """The one-line reason every tool gives for bad input, then a non-zero exit."""
     print(f"{tool}: error: {message}", file=sys.stderr)

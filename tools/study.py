@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tools import paper
-from tools.runio import ROOT, fail, write_text_atomic
+from tools.runio import ROOT, command_parser, fail, write_text_atomic
 
 TOOL = "study"
 STUDIES = {
@@ -423,9 +423,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.study", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser(TOOL, __doc__, epilog_from=2)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("run", "report"):
         s = sub.add_parser(name)

@@ -40,8 +40,8 @@ import numpy as np
 
 from prototxt.protocol import PROTOCOLS
 from prototxt.registry import ARCHES
-from tools.runio import (append_jsonl, atomic_path, fail, fault_point, gpu_device, provenance, read_jsonl,
-                         set_caffe_mode, write_text_atomic)
+from tools.runio import (append_jsonl, atomic_path, command_parser, fail, fault_point, gpu_device, provenance,
+                         read_jsonl, set_caffe_mode, write_text_atomic)
 
 TOOL = "train"
 CLASS_WEIGHTS = ("published", "recomputed", "none")
@@ -665,8 +665,7 @@ def plot_curve(run: Path) -> Path | None:
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog="python -m tools.train", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(TOOL, __doc__)
     p.add_argument("--run", required=True, type=Path,
                    help="run folder: created, or continued when it holds a run with the same settings")
     p.add_argument("--resume", action="store_true", help="continue --run with its stored settings (no other "
