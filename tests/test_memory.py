@@ -89,7 +89,7 @@ def test_readme_memory_figures_are_the_committed_measurements():
     measured = json.loads((ROOT / "results" / "memory" / "memory.json").read_text())["rows"]
     table = {(r["preset"], r["arch"]): r for r in measured if "error" not in r}
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### Memory"):readme.index("## Evaluation")]
+    section = readme[readme.index("## Results"):readme.index("## Docker")]
     rows = re.findall(r"^\| `(\w+)` \| `([\w-]+)` \| (\d+) \| ([\d,]+) MB \| ([\d,]+) MB \|", section, re.M)
     assert len(rows) >= 3
     for preset, arch, batch, training, with_validation in rows:
