@@ -345,3 +345,22 @@ def test_backward_uses_the_indices_of_the_last_forward():
     net.blobs["up"].diff[...] = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
     net.backward()
     assert np.array_equal(net.blobs["values"].diff.reshape(-1), [2, 5, 12, 14])
+
+
+def test_backward_overwrites_the_values_diff_and_repeats():
+    """Caffe layers write their bottom diffs, they do not add to them (only parameter diffs accumulate, and
+    Net::ClearParamDiffs clears those alone): a stale diff in the values blob and a second backward must both
+    leave PyTorch's gradient of the pooled values, exactly. One backward on a fresh (zero) diff cannot tell."""
+    shape = (2, 3, 45, 60)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape).astype(np.float32)
+    top_diff = rng.standard_normal(shape).astype(np.float32)
+    _, _, _, pooled_grad, _ = torch_pool_unpool(x, top_diff)
+    net = pool_unpool_net(shape, '{"scale": 2, "pad_out_h": true}')
+    net.blobs["data"].data[...] = x
+    net.blobs["pool"].diff[...] = 123.0  # what an earlier iteration might have left there
+    net.forward()
+    for _ in range(2):
+        net.blobs["up"].diff[...] = top_diff
+        net.backward()
+        assert np.array_equal(net.blobs["pool"].diff, pooled_grad)
