@@ -18,7 +18,8 @@ import caffe
 from caffe import layers as L, params as P
 from tests.conftest import ROOT, net_from_spec
 from tools.camvid import CamVidError, colourise, read_list
-from tools.camvid_to_lmdb import convert, resize_label, verify
+from tools.camvid import resize_label
+from tools.camvid_to_lmdb import convert, verify
 from tools.lmdb_io import IMAGES, LABELS, META, PairReader
 
 PY = sys.executable

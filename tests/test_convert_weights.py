@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -349,15 +350,15 @@ def _bn_names(data: bytes) -> list[str]:
 
 @pytest.mark.parametrize("bn,warned", [("inference", False), ("statistics", False), ("snapshot", True),
                                        ("learn", True)])
-def test_bn_statistics_assumption_and_warning(tmp_path, bn, warned):
+def test_bn_statistics_assumption_and_warning(tmp_path, bn, warned, caplog):
     """The report states the assumption; a file whose BN layers show no sign of compute_bn_statistics.py (no
     bn_mode INFERENCE, no -mean/-var tops: a training snapshot) gets one warning line, logged and reported,
     naming them. The conversion itself goes ahead either way."""
     data, _ = fork.segnet_basic(seed=8, bn=bn)
     src = fork.write(tmp_path / f"{bn}.caffemodel", data)
-    logged: list[str] = []
-    report = cw.convert(src, "segnet-basic", tmp_path / "out.caffemodel", height=45, width=60, force=True,
-                        log=logged.append)
+    with caplog.at_level(logging.INFO, logger="segnet"):
+        report = cw.convert(src, "segnet-basic", tmp_path / "out.caffemodel", height=45, width=60, force=True)
+    logged = [r.getMessage() for r in caplog.records]
     entry = report["bn_statistics"]
     assert "compute_bn_statistics.py" in entry["assumption"] and "scale*x + shift" in entry["assumption"]
     names = _bn_names(data)

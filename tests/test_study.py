@@ -184,3 +184,19 @@ def test_bad_input_is_one_line(argv, message, tmp_path, camvid_dir):
     assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_compare_two_runs(smoke_study, camvid_dir, tmp_path):
+    folder, _, _ = smoke_study
+    runs = {"nf": folder / "segnet-basic-nf", "mfb": folder / "segnet-basic-mfb"}
+    summary = study.compare(runs, tmp_path, "SegNet-Basic, NF against MFB")
+    test_list = [line.split()[1] for line in (camvid_dir / "test.txt").read_text().split("\n") if line.strip()][:3]
+    gts = [camvid_dir / "testannot" / Path(p).name for p in test_list]
+    g = {}
+    for label, run in runs.items():
+        cm = _confusion(gts, run / "eval" / "test" / "predictions")
+        g[label] = 100 * np.trace(cm) / cm.sum()
+        assert 100 * summary["metrics"][label]["global_accuracy"] == pytest.approx(g[label], abs=1e-6)
+    md = (tmp_path / "comparison.md").read_text()
+    assert f"| G | {g['nf']:.2f} | {g['mfb']:.2f} | {g['mfb'] - g['nf']:+.2f} |" in md
+    assert md.count("\n| ") == 1 + 4 + 1 + 11  # header, G C mIoU BF, per-class header, 11 classes

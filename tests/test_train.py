@@ -243,7 +243,7 @@ def test_training_run_follows_its_config_and_validates_as_the_paper(tiny_lmdb, t
     with a plain Caffe forward); best.caffemodel is the snapshot with the best G and holds those statistics."""
     run = tmp_path / "run"
     cfg = tiny_config(tiny_lmdb, max_iter=16, val_every=8, snapshot_every=8, base_lr=0.05)
-    state = train(cfg, run, log=lambda m: None)
+    state = train(cfg, run)
     recs = records(run)
     curve = {r["iteration"]: r for r in recs if "loss" in r}
     assert sorted(curve) == list(range(1, 17))
@@ -281,9 +281,9 @@ def test_training_run_follows_its_config_and_validates_as_the_paper(tiny_lmdb, t
 
 def test_resume_continues_the_same_trajectory(tiny_lmdb, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train(tiny_config(tiny_lmdb), straight, log=lambda m: None)
-    train(tiny_config(tiny_lmdb, max_iter=4), resumed, log=lambda m: None)
-    state = train(TrainConfig(), resumed, resume=True, max_iter=8, log=lambda m: None)
+    train(tiny_config(tiny_lmdb), straight)
+    train(tiny_config(tiny_lmdb, max_iter=4), resumed)
+    state = train(TrainConfig(), resumed, resume=True, max_iter=8)
     assert state["iteration"] == 8
     a, b = losses(straight), losses(resumed)
     assert sorted(b) == list(range(1, 9))
@@ -307,7 +307,7 @@ def test_sigterm_writes_a_usable_snapshot(tiny_lmdb, tmp_path):
     assert state["stopped_by"] == "SIGTERM"
     net = caffe.Net(str(run / "net" / "deploy.prototxt"), caffe.TEST, weights=str(run / "last.caffemodel"))
     assert np.isfinite(net.forward()["prob"]).all()
-    resumed = train(TrainConfig(), run, resume=True, max_iter=state["iteration"] + 1, log=lambda m: None)
+    resumed = train(TrainConfig(), run, resume=True, max_iter=state["iteration"] + 1)
     assert resumed["iteration"] == state["iteration"] + 1
 
 

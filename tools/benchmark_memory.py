@@ -22,13 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-from tools.runio import ROOT, command_parser, fail, provenance, write_text_atomic
+from tools.runio import ROOT, command_parser, console_logging, fail, logger, provenance, write_text_atomic
 
 TOOL = "benchmark_memory"
+log = logger(TOOL).info
 MEASURED_PRESETS = ("quick", "paper")
 
 
-def measure(arch: str, preset: str, camvid: Path, work: Path, log) -> dict:
+def measure(arch: str, preset: str, camvid: Path, work: Path) -> dict:
     """One child run of tools.train; its training and validation peaks (MB) and the estimate."""
     from prototxt.protocol import settings
     from tools.camvid_to_lmdb import convert
@@ -117,13 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     result["rows"] = [r for r in result["rows"] if (r["preset"], r["arch"]) in done]
     prov = provenance()
     result["machine"] = {**prov, "memory_gb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30}
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    console_logging()
     try:
         for preset in presets:
             for arch in archs:
                 if (preset, arch) in done:
                     continue
-                result["rows"].append(measure(arch, preset, args.camvid.resolve(), args.work.resolve(), log))
+                result["rows"].append(measure(arch, preset, args.camvid.resolve(), args.work.resolve()))
                 result["rows"].sort(key=lambda r: (MEASURED_PRESETS.index(r["preset"]), ARCHS.index(r["arch"])))
                 write_text_atomic(out_json, json.dumps(result, indent=2))
                 write_text_atomic(args.out / "memory.md", markdown(result))

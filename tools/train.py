@@ -40,10 +40,12 @@ import numpy as np
 
 from prototxt.protocol import PROTOCOLS
 from prototxt.registry import ARCHES
-from tools.runio import (append_jsonl, atomic_path, command_parser, fail, fault_point, gpu_device, provenance,
-                         read_jsonl, set_caffe_mode, write_text_atomic)
+from tools.runio import (append_jsonl, atomic_path, close_run_log, command_parser, console_logging, fail,
+                         fault_point, gpu_device, logger, open_run_log, provenance, read_jsonl, set_caffe_mode,
+                         write_text_atomic)
 
 TOOL = "train"
+log = logger(TOOL).info
 CLASS_WEIGHTS = ("published", "recomputed", "none")
 
 
@@ -424,7 +426,7 @@ def prepare_run(cfg: TrainConfig, run: Path, resume: bool = False, restart: bool
     return cfg, False
 
 
-def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter: int | None = None,
+def train(cfg: TrainConfig, run: Path, resume: bool = False, max_iter: int | None = None,
           restart: bool = False, memory_check: bool = True) -> dict:
     """Train into `run` until cfg.max_iter and return the final state (iterations, best validation accuracy and
     its iteration; `stopped_by` when a signal stopped this invocation). Started again with the same settings, it
@@ -448,7 +450,7 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter
     if memory_check and not continuing:
         from tools.memory import preflight
 
-        preflight(cfg, log=log)
+        preflight(cfg)
     shutil.rmtree(run / "snapshots" / ".writing", ignore_errors=True)
     (run / "snapshots" / ".writing").mkdir(parents=True, exist_ok=True)
 
@@ -500,14 +502,7 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter
                 if r["iteration"] < solver.iter or ("loss" in r and r["iteration"] == solver.iter)]
         write_text_atomic(run / "scalars.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
-    console = log
-    log_file = open(run / "train.log", "a")
-
-    def log(message: str) -> None:  # the console and train.log
-        console(message)
-        log_file.write(message + "\n")
-        log_file.flush()
-
+    run_log = open_run_log(run / "train.log")  # closed in the finally below
     for message in messages:
         log(message)
     validator = (Validator(paths["deploy"], cfg.train_source, cfg.val_source, cfg.classes, cfg.batch)
@@ -591,9 +586,9 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, log=print, max_iter
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        log_file.close()
+        close_run_log(run_log)
     if stop["signal"] and solver.iter < cfg.max_iter:
-        console(f"[train] {stop['signal']}: snapshot at iteration {solver.iter} written; run the same command "
+        log(f"[train] {stop['signal']}: snapshot at iteration {solver.iter} written; run the same command "
                 "again to continue")
         state["stopped_by"] = stop["signal"]
         write_text_atomic(state_path, json.dumps(state, indent=2))
@@ -713,8 +708,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     extend = args.max_iter if args.resume else None
     try:
-        state = train(cfg, args.run, resume=args.resume, log=lambda m: print(m, file=sys.stderr, flush=True),
-                      max_iter=extend, restart=args.restart, memory_check=args.memory_check)
+        console_logging()
+        state = train(cfg, args.run, resume=args.resume, max_iter=extend, restart=args.restart, memory_check=args.memory_check)
     except (FileNotFoundError, ValueError, FloatingPointError, WeightsError, MemoryError) as e:
         fail(TOOL, str(e))
     except OSError as e:
