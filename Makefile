@@ -24,6 +24,7 @@ help:
 	@echo "                    (same command again: resumes and finishes; RESTART=1 starts over; BATCH= ITER_SIZE=)"
 	@echo "make camvid-test    ARCH=... WEIGHTS=... [DEPLOY=... | HEIGHT= WIDTH=]: evaluate on the CamVid test split"
 	@echo "make prototxt       regenerate prototxt/models/*"
+	@echo "make demo           the web demo on 127.0.0.1:8000 (RUN=... or WEIGHTS=... DEPLOY=...; docs/demo.md)"
 	@echo "make presets        the protocol table: every preset's settings for each architecture family"
 	@echo "make table1         PRESET=quick|paper|smoke [WEIGHTING=nf|mfb|both] [ARCHS=a,b] [SHARD=i/n] [RESULTS=results]:"
 	@echo "                    train and score every Table 1 variant, report beside the paper (table3: deep nets)"
@@ -37,6 +38,7 @@ setup:
 setup-cuda:
 	@bash tools/install_caffe.sh --cuda
 
+test: browser
 test: setup
 	CAMVID_DIR=$(CAMVID_DIR) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
@@ -86,3 +88,20 @@ lint: setup
 
 clean:
 	rm -rf runs results/benchmark .pytest_cache  # results/memory is committed
+
+# The web demo (docs/demo.md) over tools.segment's prediction path: every finished run under runs/ and results/,
+# RUN= (shown first) or WEIGHTS= [DEPLOY=] (e.g. a converted model), CamVid's test images from CAMVID=; PORT=8000;
+# HOST=127.0.0.1 (this machine only; only a HOST= on the command line changes it); SAMPLES= Monte Carlo dropout
+# samples the page starts with for dropout models.
+.PHONY: demo browser
+demo: DEMO_ARGS = --port $(or $(PORT),8000) --host $(if $(filter command line,$(origin HOST)),$(HOST),127.0.0.1) \
+	$(if $(filter command line environment,$(origin RUN)),--run $(RUN)) \
+	$(if $(filter command line environment,$(origin WEIGHTS)),--weights $(WEIGHTS)) $(if $(DEPLOY),--deploy $(DEPLOY)) \
+	$(if $(filter command line environment,$(origin CAMVID)),--camvid $(CAMVID),$(if \
+	$(filter command line environment,$(origin CAMVID_DIR)),--camvid $(CAMVID_DIR))) $(if $(SAMPLES),--samples $(SAMPLES))
+demo: setup
+	$(PY) -m tools.demo $(strip $(DEMO_ARGS))
+
+# Debian's headless Chromium for the demo's browser test (tests/test_demo.py); returns at once when installed.
+browser:
+	@bash tools/install_browser.sh

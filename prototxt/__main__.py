@@ -51,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mirror", action="store_true", help="random left-right flips (the paper used none)")
     p.add_argument("--no-batchnorm", action="store_true", help="no BatchNorm/Scale (the originals' FCN, DeepLab)")
     p.add_argument("--dropout", action="store_true", help="dropout 0.5 where Bayesian SegNet puts it")
+    p.add_argument("--mc-dropout", action="store_true",
+                   help="with --dropout: test/deploy nets that sample a dropout mask on every forward (Monte Carlo "
+                        "dropout, Bayesian SegNet; the layers.mc_dropout Python layer)")
     p.add_argument("--biases", choices=BIASES,
                    help="paper: no conv bias where BatchNorm follows; public: biases everywhere "
                         "(default: paper for the SegNet-Basic family, public otherwise)")
@@ -89,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             classes=args.classes, height=args.height, width=args.width, batch=args.batch,
             split=args.split or "train", class_weights=args.class_weights, source=args.source, seed=args.seed,
             shuffle=args.shuffle, mirror=args.mirror, batchnorm=not args.no_batchnorm, dropout=args.dropout,
+            mc_dropout=args.mc_dropout,
             biases=args.biases, data=args.data, fc_dim=args.fc_dim, protocol=args.protocol,
         )
         command = "python -m prototxt " + shlex.join(argv)

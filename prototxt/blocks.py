@@ -259,7 +259,9 @@ class NetBuilder:
 
     def dropout(self, name: str, top):
         """Dropout 0.5 in place when the `dropout` option is on (Bayesian SegNet's placement,
-        docs/paper.md §7.3)."""
+        docs/paper.md §7.3). With `mc_dropout` (test/deploy nets) `to_proto` turns these layers into the
+        sampling layers.mc_dropout MCDropout (Monte Carlo dropout); they stay Dropout while the net is built,
+        so that coord_map still sees an element-wise layer when it computes crop offsets."""
         if not self.opts.dropout:
             return top
         shape = self.shape(top)
@@ -300,6 +302,12 @@ class NetBuilder:
 
     def to_proto(self, name: str):
         net = self.n.to_proto()
+        if self.opts.dropout and self.opts.mc_dropout and not self.train:
+            # Bayesian SegNet's Monte Carlo dropout: every Dropout samples at test (caffe-segnet's
+            # sample_weights_test), as the Python layer layers.mc_dropout.MCDropout
+            from layers.mc_dropout import sampling_net_param
+
+            net = sampling_net_param(net)
         net.name = name
         return net
 

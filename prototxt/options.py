@@ -48,6 +48,9 @@ class Options:
     mirror: bool = False  # the paper used no augmentation
     batchnorm: bool = True  # the paper's benchmark put BatchNorm after every convolution
     dropout: bool = False  # 0.5 where Bayesian SegNet puts it (docs/paper.md §7.3)
+    # With dropout: test/deploy nets sample a new mask on every forward (Monte Carlo dropout, caffe-segnet's
+    # sample_weights_test) with the layers.mc_dropout Python layer, instead of BVLC's Dropout (a copy in TEST).
+    mc_dropout: bool = False
     biases: str | None = None  # paper | public; default paper for the SegNet-Basic family, public otherwise
     data: str = "lmdb"  # lmdb: the CamVidData Python layer; input: Input layers for data and label
     fc_dim: int | None = None  # DeconvNet fc6/fc7 width: 1024 (SegNet benchmark, default) or 4096 (original)
@@ -80,6 +83,10 @@ def validate(opts: Options) -> None:
         raise OptionsError(f"--fc-dim must be 1024 or 4096, got {opts.fc_dim!r}")
     if opts.ignore_label is not None and opts.ignore_label < opts.classes:
         raise OptionsError(f"--ignore-label {opts.ignore_label} is a class index (classes 0..{opts.classes - 1})")
+    if opts.mc_dropout and not opts.dropout:
+        raise OptionsError("--mc-dropout samples the dropout layers: it needs --dropout")
+    if opts.mc_dropout and opts.split == "train":
+        raise OptionsError("--mc-dropout is for test and deploy nets (training always samples)")
     if opts.seed < 0:
         raise OptionsError(f"--seed must be >= 0, got {opts.seed}")
     weights = opts.class_weights

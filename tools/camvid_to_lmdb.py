@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.camvid import (SPLITS, VOID, CamVidError, interpolation_for, list_path, load_pair,  # noqa: F401
-                          read_list)  # interpolation_for: tools.segment's import until it takes it from tools.camvid
+from tools.camvid import SPLITS, VOID, CamVidError, list_path, load_pair, read_list
 from tools.lmdb_io import IMAGES, LABELS, META, PairReader, PairWriter, disk_size, encode_datum, map_size_for
 from tools.runio import fail, fault_point
 
