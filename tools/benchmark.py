@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -43,11 +42,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tools import nets, paper
-from tools.runio import fail
+from tools import memory, nets, paper
+from tools.runio import console_logging, fail, logger, set_caffe_mode
 
 ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("GLOG_minloglevel", "2")  # before pycaffe: Caffe's INFO log would drown the progress output
 
 # ------------------------------------------------------------------------------------------ the paper's figures
 # The paper's figures (data/paper.json, docs/paper.md §1 and §5). Table 1: params (M), storage multiplier
@@ -65,20 +63,18 @@ class BenchmarkError(RuntimeError):
     """A one-line reason the benchmark cannot run (bad option, missing input)."""
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+log = logger("benchmark").info
 
 
 # ------------------------------------------------------------------------------------------ nets
 def _caffe(gpu: int | None = None):
+    """The benchmark runs on the CPU unless --gpu is given (SEGNET_GPU does not apply: figures say their device)."""
     import caffe
 
     if gpu is None:
         caffe.set_mode_cpu()
-    else:
-        caffe.set_device(gpu)
-        caffe.set_mode_gpu()
-    return caffe
+        return caffe
+    return set_caffe_mode(gpu)
 
 
 def net_param(arch: str, split: str, batch: int, height: int, width: int, classes: int = 11):
@@ -189,7 +185,7 @@ def child_main(args) -> int:
     import numpy as np
 
     caffe = _caffe(args.gpu)
-    baseline_kib = reset_peak_rss()
+    baseline = memory.reset_peak_rss()
     with tempfile.TemporaryDirectory(prefix="segnet-bench-") as tmp:
         split = "deploy" if args.child == "infer" else "train"
         param = net_param(args.arch, split, args.batch, args.height, args.width)
@@ -213,36 +209,12 @@ def child_main(args) -> int:
         else:
             net.forward()
             net.backward()
-        out["peak_mib"] = (peak_rss() - baseline_kib) / 1024
-        out["baseline_mib"] = baseline_kib / 1024
+        out["peak_mib"] = (memory.peak_rss() - baseline) / 2 ** 20
+        out["baseline_mib"] = baseline / 2 ** 20
         if args.gpu is not None:
             out["gpu_mib"] = _nvidia_smi_mib(os.getpid())
     print(json.dumps(out))
     return 0
-
-
-def _status_kib(field: str) -> int | None:
-    m = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
-    return int(m.group(1)) if m else None
-
-
-def reset_peak_rss() -> int:
-    """Reset this process's peak-RSS mark (Linux >= 4.0: `5` into /proc/self/clear_refs) and return the current RSS
-    in KiB: the baseline. Without the reset, the imports' transient peak would hide a small net's memory; where the
-    reset is not allowed, ru_maxrss (the peak so far) is the baseline instead."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return _status_kib("VmRSS") or 0
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def peak_rss() -> int:
-    """Peak RSS in KiB since the last reset (VmHWM), else since the start (ru_maxrss)."""
-    try:
-        return _status_kib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _nvidia_smi_mib(pid: int) -> float | None:
@@ -384,7 +356,12 @@ def machine_info(gpu: int | None) -> dict:
     except (OSError, AttributeError):
         pass
     prefix = Path(caffe.__file__).resolve().parent.parent.parent
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    # "unknown" where there is no git (the Docker image) or no repository (an unpacked archive).
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
     gpu_name = None
     if gpu is not None:
         q = subprocess.run(["nvidia-smi", f"--id={gpu}", "--query-gpu=name,driver_version", "--format=csv,noheader"],
@@ -398,7 +375,7 @@ def machine_info(gpu: int | None) -> dict:
         "caffe_version": getattr(caffe, "__version__", "?"), "mode": "GPU" if gpu is not None else "CPU",
         "gpu": gpu_name, "python": platform.python_version(), "numpy": numpy.__version__,
         "protobuf": google.protobuf.__version__, "openblas": openblas_info(),
-        "project_commit": commit.stdout.strip() or None,
+        "project_commit": commit,
         # Other processes on the machine skew absolute times (and, as they come and go, the ratios too).
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
     }
@@ -672,6 +649,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--child", choices=["infer", "train"], help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    console_logging()
     quick = args.quick
     defaults = {"height": (360, 64), "width": (480, 96), "repeats": (3, 1), "warmup": (1, 0), "cli_iterations": (2, 1)}
     for key, (full, small) in defaults.items():

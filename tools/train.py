@@ -502,11 +502,11 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, max_iter: int | Non
                 if r["iteration"] < solver.iter or ("loss" in r and r["iteration"] == solver.iter)]
         write_text_atomic(run / "scalars.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
+    validator = (Validator(paths["deploy"], cfg.train_source, cfg.val_source, cfg.classes, cfg.batch)
+                 if cfg.val_source else None)
     run_log = open_run_log(run / "train.log")  # closed in the finally below
     for message in messages:
         log(message)
-    validator = (Validator(paths["deploy"], cfg.train_source, cfg.val_source, cfg.classes, cfg.batch)
-                 if cfg.val_source else None)
 
     stop = {"signal": None}
 
