@@ -32,15 +32,20 @@ help:
 	@echo "make benchmark      the paper's Table 1 / Table 6 comparison on this machine"
 	@echo "make benchmark-memory  peak memory of training and validation, every architecture and preset"
 
+# EXTRAS: optional dependencies of pyproject.toml to install as well; `make test` (and test-slow, lint) set `test`
+# (pytest, torch, hadolint), `make setup` and the run targets install only the run-time pins.
 setup:
-	@bash tools/install_caffe.sh $(if $(filter cuda,$(CAFFE_BUILD)),--cuda)
+	@bash tools/install_caffe.sh $(if $(filter cuda,$(CAFFE_BUILD)),--cuda) $(if $(EXTRAS),--extras $(EXTRAS))
+
+test test-slow lint: EXTRAS = test
 
 setup-cuda:
 	@bash tools/install_caffe.sh --cuda
 
-test: browser
 test: setup
 	CAMVID_DIR=$(CAMVID_DIR) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test: browser
 
 test-slow: setup
 	CAMVID_DIR=$(CAMVID_DIR) $(PY) -m pytest -m slow $(PYTEST_ARGS)
@@ -85,9 +90,13 @@ benchmark-memory: setup
 
 lint: setup
 	.venv/bin/hadolint Dockerfile
+	for f in tools/*.sh; do bash -n "$$f" || exit 1; done
 
-clean:
-	rm -rf runs results/benchmark .pytest_cache  # results/memory is committed
+# Builds the image (CPU unless CAFFE_BUILD=cuda) and runs `make test` and a short `make camvid-train` in it on
+# CAMVID_DIR; starts a Docker daemon when none runs and stops it afterwards (tools/docker_test.sh, docs/docker.md).
+.PHONY: docker-test
+docker-test:
+	CAFFE_BUILD=$(CAFFE_BUILD) CAMVID_DIR=$(CAMVID_DIR) bash tools/docker_test.sh
 
 # The web demo (docs/demo.md) over tools.segment's prediction path: every finished run under runs/ and results/,
 # RUN= (shown first) or WEIGHTS= [DEPLOY=] (e.g. a converted model), CamVid's test images from CAMVID=; PORT=8000;
@@ -105,3 +114,6 @@ demo: setup
 # Debian's headless Chromium for the demo's browser test (tests/test_demo.py); returns at once when installed.
 browser:
 	@bash tools/install_browser.sh
+
+clean:
+	rm -rf runs results/benchmark .pytest_cache  # results/memory is committed

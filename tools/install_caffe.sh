@@ -2,20 +2,29 @@
 # Build stock BVLC Caffe (pycaffe for Python 3, Python layers on) for this project, and the project's .venv.
 #
 # Stages, one line each:
-#   1 system packages  (apt; only what is missing)
-#   2 python venv      (.venv with the pins of pyproject.toml)
-#   3 caffe source     (Debian's source package caffe=1.0.0+git20180821.99bd997-8 = BVLC commit 99bd997,
-#                       else ../shared/vendor/ or $CAFFE_ORIG_TARBALL; sha256 always checked)
-#   4 patches          (protobuf 3.21, OpenCV 4, numpy 2: three one-line fixes)
+#   1 python venv      (.venv with the pins of pyproject.toml; --extras adds optional ones, e.g. the test extra)
+#   2 caffe source     (the cached build if there is one; else Debian's source package
+#                       caffe=1.0.0+git20180821.99bd997-8 = BVLC commit 99bd997, else ../shared/vendor/ or
+#                       $CAFFE_ORIG_TARBALL; sha256 always checked. With --cuda the toolkit is looked for first.)
+#   3 patches          (protobuf 3.21, OpenCV 4, numpy 2: three one-line fixes)
+#   4 system packages  (apt, only what is missing: the build packages when Caffe is compiled; with --runtime-only
+#                       the run-time libraries of the cached build; nothing else for a cached build)
 #   5 build            (CMake, -j$(nproc), installed into a cache keyed by source, patches, Python, numpy, CPU/CUDA)
 #   6 link             (.venv imports caffe and the project; .venv/bin/caffe runs the CLI with Python layers)
 #
-# Usage: tools/install_caffe.sh [--cuda] [--configure-only] [--venv DIR] [--no-apt] [--no-venv]
+# Usage: tools/install_caffe.sh [--cuda] [--extras LIST] [--runtime-only] [--configure-only] [--compile-only]
+#                               [--venv DIR] [--no-apt] [--no-venv] [--list-packages build|runtime]
 #   --cuda            CUDA build (cuDNN off: BVLC does not compile against cuDNN >= 8). Arches from $CUDA_ARCH_BIN
 #                     (default: Volta..Hopper that the installed nvcc supports) with PTX for the newest.
+#   --extras LIST     also install these optional dependencies of pyproject.toml (comma-separated; `make test`
+#                     passes `test`: pytest, torch, hadolint). Without it only the run-time pins are installed.
+#   --runtime-only    never compile: the build must be in the cache already (the Docker image copies it from its
+#                     build stage), and only the run-time libraries it links against are installed (Debian 12
+#                     package names; with --cuda also Debian's CUDA 11.8 cudart/cuBLAS/cuRAND), no compiler or -dev.
 #   --configure-only  stop after CMake configure (with --cuda: a check that the CUDA toolchain is usable).
 #   --compile-only    build but do not install or link (used to exercise the CUDA build on a machine without a GPU).
 #   --venv DIR        the virtual environment to build against and link into (default: .venv in the project).
+#   --list-packages K print the apt packages of kind K (build or runtime, as --runtime-only installs them) and exit.
 # Environment: SEGNET_CACHE (default ~/.cache/segnet-bvlc), CAFFE_ORIG_TARBALL, CUDA_ARCH_BIN, CUDA_ARCH_PTX,
 #   CUDA_HOME (toolkit root; default: found from nvcc), CUDA_EXTRA_ROOT (colon-separated prefixes with include/ and
 #   lib/ holding cuBLAS/cuRAND when the toolkit lacks them, e.g. unpacked nvidia-cublas/nvidia-curand wheels).
@@ -34,6 +43,9 @@ VENV=$ROOT/.venv
 CUDA=0
 CONFIGURE_ONLY=0
 COMPILE_ONLY=0
+RUNTIME_ONLY=0
+EXTRAS=""
+LIST_PACKAGES=""
 DO_APT=1
 DO_VENV=1
 
@@ -43,6 +55,11 @@ while [ $# -gt 0 ]; do
         --cuda) CUDA=1 ;;
         --configure-only) CONFIGURE_ONLY=1 ;;
         --compile-only) COMPILE_ONLY=1 ;;
+        --runtime-only) RUNTIME_ONLY=1 ;;
+        --extras) [ $# -ge 2 ] || { echo "install_caffe: --extras needs a list (e.g. test)" >&2; exit 2; }
+                  EXTRAS="$EXTRAS${EXTRAS:+,}$2"; shift ;;
+        --list-packages) [ $# -ge 2 ] || { echo "install_caffe: --list-packages needs build or runtime" >&2; exit 2; }
+                         LIST_PACKAGES=$2; shift ;;
         --venv) VENV=$(realpath -m "$2"); shift ;;
         --no-apt) DO_APT=0 ;;
         --no-venv) DO_VENV=0 ;;
@@ -53,52 +70,90 @@ while [ $# -gt 0 ]; do
 done
 
 STAGE=0
-stage() { STAGE=$((STAGE + 1)); printf '[setup %d/6] %s\n' "$STAGE" "$*"; }
+# The stage being worked on: set at the start of each stage, reported by die.
+stage() { printf '[setup %d/6] %s\n' "$STAGE" "$*"; }
 die() { printf 'install_caffe: FAILED at stage %d: %s\n' "$STAGE" "$*" >&2; exit 1; }
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-# ---------------------------------------------------------------------------------------------- 1
-APT_PACKAGES="build-essential cmake pkg-config libboost-system-dev libboost-thread-dev libboost-filesystem-dev
+# What compiling Caffe needs (distribution-neutral names: Debian and Ubuntu).
+BUILD_PACKAGES="build-essential cmake pkg-config libboost-system-dev libboost-thread-dev libboost-filesystem-dev
 libboost-regex-dev libboost-python-dev libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgflags-dev
 libhdf5-dev liblmdb-dev libleveldb-dev libsnappy-dev libopenblas-dev libopencv-dev debian-archive-keyring"
-missing=""
-for p in $APT_PACKAGES; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -z "$missing" ]; then
-    stage "system packages: all present"
-elif [ "$DO_APT" -eq 0 ]; then
-    stage "system packages: missing$missing (--no-apt given)"; die "install them first"
-else
-    stage "system packages: installing$missing"
-    $SUDO apt-get update -qq || die "apt-get update failed"
-    # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null \
-        || die "apt-get install failed for:$missing"
+# What the compiled Caffe (libcaffe, _caffe.so, the tools) links against, Debian 12 names: the packages of its
+# direct shared-library dependencies, less libc6/libgcc-s1/libstdc++6 which every Debian has. tests/test_docker.py
+# checks this list against the cached build's ELF dependencies. Used by --runtime-only (the Docker image).
+RUNTIME_PACKAGES="libboost-filesystem1.74.0 libboost-python1.74.0 libboost-thread1.74.0 libgflags2.2
+libgoogle-glog0v6 libhdf5-103-1 libhdf5-hl-100 libleveldb1d liblmdb0 libopenblas0-pthread libopencv-core406
+libopencv-imgcodecs406 libopencv-imgproc406 libprotobuf32 libpython3.11"
+# With --cuda: the CUDA 11.8 run-time libraries of Debian 12's non-free nvidia-cuda-toolkit (no driver library).
+CUDA_RUNTIME_PACKAGES="libcudart11.0 libcublas11 libcurand10"
+
+if [ -n "$LIST_PACKAGES" ]; then
+    case "$LIST_PACKAGES" in
+        build) echo $BUILD_PACKAGES ;;
+        runtime) if [ "$CUDA" -eq 1 ]; then echo $RUNTIME_PACKAGES $CUDA_RUNTIME_PACKAGES; else echo $RUNTIME_PACKAGES; fi ;;
+        *) echo "install_caffe: --list-packages takes build or runtime, not '$LIST_PACKAGES'" >&2; exit 2 ;;
+    esac
+    exit 0
+fi
+if [ "$RUNTIME_ONLY" -eq 1 ] && { [ "$CONFIGURE_ONLY" -eq 1 ] || [ "$COMPILE_ONLY" -eq 1 ]; }; then
+    echo "install_caffe: --runtime-only never compiles; it cannot be combined with --configure-only/--compile-only" >&2
+    exit 2
 fi
 
-# ---------------------------------------------------------------------------------------------- 2
+apt_install() {  # what: label; packages...: installs the missing ones (or dies under --no-apt)
+    local what=$1 missing="" p
+    shift
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+    done
+    if [ -z "$missing" ]; then
+        stage "system packages: $what all present"
+    elif [ "$DO_APT" -eq 0 ]; then
+        stage "system packages: $what missing$missing (--no-apt given)"; die "install them first"
+    else
+        stage "system packages: installing $what$missing"
+        $SUDO apt-get update -qq || die "apt-get update failed"
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null \
+            || die "apt-get install failed for:$missing"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------- 1
+STAGE=1
 PY=$VENV/bin/python
 if [ "$DO_VENV" -eq 1 ]; then
     BASE_PY=${PYTHON:-python3}
     [ -x "$PY" ] || "$BASE_PY" -m venv "$VENV" || die "could not create a venv at $VENV with $BASE_PY"
-    reqs=$("$PY" - "$ROOT/pyproject.toml" <<'EOF'
+    pins() {  # the pinned requirements: the dependencies, and those of the extras named in $1 (comma-separated)
+        "$PY" - "$ROOT/pyproject.toml" "$1" <<'EOF'
 import sys, tomllib
 p = tomllib.load(open(sys.argv[1], "rb"))["project"]
-print("\n".join(p["dependencies"] + p["optional-dependencies"]["test"]))
+optional = p.get("optional-dependencies", {})
+extras = [e for e in sys.argv[2].split(",") if e]
+unknown = [e for e in extras if e not in optional]
+if unknown:
+    sys.exit(f"unknown extra {', '.join(unknown)} (pyproject.toml has: {', '.join(optional)})")
+print("\n".join(p["dependencies"] + [r for e in extras for r in optional[e]]))
 EOF
-) || die "cannot read the pins in $ROOT/pyproject.toml"
-    stamp=$VENV/.segnet-deps-$(printf '%s' "$reqs" | sha256sum | cut -c1-16)
+    }
+    reqs=$(pins "$EXTRAS") || die "cannot read the pins${EXTRAS:+ with extras $EXTRAS} in $ROOT/pyproject.toml"
+    base_reqs=$(pins "") || die "cannot read the pins in $ROOT/pyproject.toml"
+    stamp_of() { printf '%s' "$VENV/.segnet-deps-$(printf '%s' "$1" | sha256sum | cut -c1-16)"; }
+    stamp=$(stamp_of "$reqs")
+    what="pinned packages${EXTRAS:+ and extras $EXTRAS}"
     if [ -f "$stamp" ]; then
-        stage "python venv: $VENV up to date"
+        stage "python venv: $VENV up to date ($what)"
     else
-        stage "python venv: installing pinned packages into $VENV"
+        stage "python venv: installing $what into $VENV"
         printf '%s\n' "$reqs" > "$VENV/requirements.lock"
         "$PY" -m pip install -q --disable-pip-version-check -r "$VENV/requirements.lock" > "$VENV/pip.log" 2>&1 \
             || { grep -v '^WARNING: Location' "$VENV/pip.log" | tail -n 20 >&2; die "pip install failed (log: $VENV/pip.log)"; }
         rm -f "$VENV"/.segnet-deps-*
-        touch "$stamp"
+        # The run-time pins are installed too (a later `make setup` need not run pip).
+        touch "$stamp" "$(stamp_of "$base_reqs")"
     fi
 else
     stage "python venv: skipped (--no-venv), building against $PY"
@@ -107,20 +162,44 @@ fi
 PYVER=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 NPVER=$("$PY" -c 'import numpy; print(numpy.__version__)') || die "numpy is not installed in $VENV"
 
-# ---------------------------------------------------------------------------------------------- 3
+# ---------------------------------------------------------------------------------------------- 2
+STAGE=2
 FLAVOUR=cpu
 [ "$CUDA" -eq 1 ] && FLAVOUR=cuda
 KEY="bvlc-99bd997-${TARBALL_SHA256:0:12}-p${PATCH_REV}-py${PYVER}-np${NPVER}-${FLAVOUR}"
 [ "$CUDA" -eq 1 ] && KEY="$KEY$CUDA_PATCH_REV"
 PREFIX=$CACHE/$KEY
 mkdir -p "$CACHE"
+COMPILE=1
+[ -f "$PREFIX/.complete" ] && [ "$CONFIGURE_ONLY" -eq 0 ] && [ "$COMPILE_ONLY" -eq 0 ] && COMPILE=0
 
 check_sha() { [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$TARBALL_SHA256" ]; }
+
+find_cuda_toolkit() {
+    # nvcc: $CUDA_HOME/bin/nvcc, else the one on PATH. The toolkit root: $CUDA_HOME, else nvcc's parent
+    # (Debian: /usr/bin/nvcc -> /usr), else the TOP that nvcc itself reports (a wrapper script such as
+    # /usr/local/bin/nvcc -> /usr/local/cuda-13.0). FindCUDA given a wrong root finds no cudart, and BVLC then
+    # silently builds CPU_ONLY; hence the check after configure.
+    if [ -n "${CUDA_HOME:-}" ]; then NVCC=$CUDA_HOME/bin/nvcc; else NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc); fi
+    [ -x "$NVCC" ] || die "--cuda: no nvcc at $NVCC (install the CUDA toolkit, put nvcc on PATH or set CUDA_HOME)"
+    CUDA_ROOT=${CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$NVCC")")")}
+    if [ ! -f "$CUDA_ROOT/include/cuda_runtime.h" ] && [ -z "${CUDA_HOME:-}" ]; then
+        top=$(echo | "$NVCC" -x cu --dryrun -c - -o /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n1)
+        [ -n "$top" ] && CUDA_ROOT=$(realpath -m "$top")
+    fi
+    [ -f "$CUDA_ROOT/include/cuda_runtime.h" ] || die "--cuda: no CUDA toolkit headers under $CUDA_ROOT (set CUDA_HOME)"
+    CUDA_MAJOR=$("$NVCC" --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
+}
 
 fetch_source() {
     # A private apt configuration: one deb-src line for bullseye on the mirror the system already uses.
     # The system's own sources are never touched.
     local tmp mirror
+    if [ ! -f /usr/share/keyrings/debian-archive-keyring.gpg ]; then
+        [ "$DO_APT" -eq 1 ] || return 1
+        $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+            debian-archive-keyring >/dev/null || return 1
+    fi
     tmp=$(mktemp -d)
     mirror=$( { sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources
                 sed -n 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\{0,1\}\([^[:space:]]*\).*/\2/p' /etc/apt/sources.list
@@ -143,11 +222,14 @@ fetch_source() {
     return 1
 }
 
-if [ -f "$PREFIX/.complete" ] && [ "$CONFIGURE_ONLY" -eq 0 ] && [ "$COMPILE_ONLY" -eq 0 ]; then
+if [ "$COMPILE" -eq 0 ]; then
     stage "caffe source: cached build $KEY"
+    STAGE=3
     stage "patches: already applied in the cached build"
-    stage "build: reusing $PREFIX"
 else
+    [ "$RUNTIME_ONLY" -eq 0 ] || die "--runtime-only: no compiled Caffe $KEY in $CACHE (it never compiles: build it without --runtime-only, or copy the cache)"
+    # The toolkit first: without it nothing below is of use.
+    [ "$CUDA" -eq 0 ] || find_cuda_toolkit
     TARBALL=$CACHE/$TARBALL_NAME
     if [ -f "$TARBALL" ] && check_sha "$TARBALL"; then
         stage "caffe source: $TARBALL (sha256 ok)"
@@ -173,7 +255,8 @@ else
         stage "caffe source: $src (sha256 ok)"
     fi
 
-    # ------------------------------------------------------------------------------------------ 4
+    # ------------------------------------------------------------------------------------------ 3
+    STAGE=3
     BUILD=$CACHE/build-$KEY
     rm -rf "$BUILD"
     mkdir -p "$BUILD"
@@ -211,7 +294,26 @@ else
         stage "patches: protobuf 3.21, OpenCV 4, numpy 2 applied (rev $PATCH_REV)"
     fi
 
-    # ------------------------------------------------------------------------------------------ 5
+fi
+
+# ---------------------------------------------------------------------------------------------- 4
+STAGE=4
+if [ "$COMPILE" -eq 1 ]; then
+    # shellcheck disable=SC2086
+    apt_install "(build)" $BUILD_PACKAGES
+elif [ "$RUNTIME_ONLY" -eq 1 ]; then
+    # shellcheck disable=SC2086
+    if [ "$CUDA" -eq 1 ]; then apt_install "(run-time)" $RUNTIME_PACKAGES $CUDA_RUNTIME_PACKAGES
+    else apt_install "(run-time)" $RUNTIME_PACKAGES; fi
+else
+    stage "system packages: none needed for the cached build"
+fi
+
+# ---------------------------------------------------------------------------------------------- 5
+STAGE=5
+if [ "$COMPILE" -eq 0 ]; then
+    stage "build: reusing $PREFIX"
+else
     PYINC=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
     PYLIB=$("$PY" -c 'import sysconfig, os; print(os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")))')
     [ -f "$PYLIB" ] || die "Python was not built with a shared libpython ($PYLIB missing); Caffe's embedded interpreter needs it"
@@ -220,19 +322,6 @@ else
         -DPYTHON_INCLUDE_DIR="$PYINC" -DPYTHON_LIBRARY="$PYLIB" -DBLAS=Open -DUSE_OPENCV=ON
         -DUSE_LEVELDB=ON -DUSE_LMDB=ON -DUSE_HDF5=ON -DBUILD_docs=OFF -DBUILD_matlab=OFF)
     if [ "$CUDA" -eq 1 ]; then
-        # nvcc: $CUDA_HOME/bin/nvcc, else the one on PATH. The toolkit root: $CUDA_HOME, else nvcc's parent
-        # (Debian: /usr/bin/nvcc -> /usr), else the TOP that nvcc itself reports (a wrapper script such as
-        # /usr/local/bin/nvcc -> /usr/local/cuda-13.0). FindCUDA given a wrong root finds no cudart, and BVLC then
-        # silently builds CPU_ONLY; hence the check after configure.
-        if [ -n "${CUDA_HOME:-}" ]; then NVCC=$CUDA_HOME/bin/nvcc; else NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc); fi
-        [ -x "$NVCC" ] || die "--cuda: no nvcc at $NVCC (install the CUDA toolkit, put nvcc on PATH or set CUDA_HOME)"
-        CUDA_ROOT=${CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$NVCC")")")}
-        if [ ! -f "$CUDA_ROOT/include/cuda_runtime.h" ] && [ -z "${CUDA_HOME:-}" ]; then
-            top=$(echo | "$NVCC" -x cu --dryrun -c - -o /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n1)
-            [ -n "$top" ] && CUDA_ROOT=$(realpath -m "$top")
-        fi
-        [ -f "$CUDA_ROOT/include/cuda_runtime.h" ] || die "--cuda: no CUDA toolkit headers under $CUDA_ROOT (set CUDA_HOME)"
-        CUDA_MAJOR=$("$NVCC" --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
         # CUDA 13 dropped Volta (sm_70); keep every arch from Volta to Hopper that this nvcc still has.
         if [ -z "${CUDA_ARCH_BIN:-}" ]; then
             if [ "${CUDA_MAJOR:-0}" -ge 13 ]; then CUDA_ARCH_BIN="75 80 86 89 90"; else CUDA_ARCH_BIN="70 75 80 86 89 90"; fi
@@ -299,22 +388,34 @@ else
     # complete only at the end; an unmarked prefix is a failed install and is rebuilt.
     rm -rf "$PREFIX"
     (cd "$BUILD/build" && make install > "$BUILD/install.log" 2>&1) || die "make install failed (log: $BUILD/install.log)"
+    # The configure and compile logs stay with the build (compiler warnings, the arch list); the tree goes.
+    mkdir -p "$PREFIX/share/segnet-bvlc"
+    cp "$BUILD/cmake.log" "$BUILD/make.log" "$PREFIX/share/segnet-bvlc/"
+    warnings=$(grep -ciE 'warning[:# ]' "$BUILD/make.log" || true)
     echo "$KEY" > "$PREFIX/.complete"
     rm -rf "$BUILD"
-    stage "build: BVLC Caffe $FLAVOUR built in $(( $(date +%s) - start )) s, installed in $PREFIX"
+    stage "build: BVLC Caffe $FLAVOUR built in $(( $(date +%s) - start )) s ($warnings compiler warnings; logs in $PREFIX/share/segnet-bvlc), installed in $PREFIX"
 fi
 
 # ---------------------------------------------------------------------------------------------- 6
+STAGE=6
 SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+# Written only when different, so that a set-up .venv may be read-only (a container run as another user).
+write_if_changed() {  # file; the content on stdin
+    local content
+    content=$(cat)
+    [ -f "$1" ] && [ "$(cat "$1")" = "$content" ] && return 0
+    printf '%s\n' "$content" > "$1" || die "cannot write $1"
+}
 # pycaffe and the project root (for `layers.*` Python layers, `prototxt`, `tools`) on the venv's path.
-printf '%s\n%s\n' "$PREFIX/python" "$ROOT" > "$SITE/segnet_bvlc.pth"
+printf '%s\n%s\n' "$PREFIX/python" "$ROOT" | write_if_changed "$SITE/segnet_bvlc.pth"
 # The caffe binary embeds the pyenv interpreter, which does not know the venv: give it the venv's paths.
-cat > "$VENV/bin/caffe" <<EOF
+write_if_changed "$VENV/bin/caffe" <<EOF
 #!/bin/sh
 # Generated by tools/install_caffe.sh: BVLC Caffe's CLI with pycaffe, the project and the venv importable.
 PYTHONPATH="$PREFIX/python:$ROOT:$SITE\${PYTHONPATH:+:\$PYTHONPATH}" exec "$PREFIX/bin/caffe" "\$@"
 EOF
-chmod +x "$VENV/bin/caffe"
-echo "$PREFIX" > "$VENV/.caffe-prefix"
+[ -x "$VENV/bin/caffe" ] || chmod +x "$VENV/bin/caffe"
+echo "$PREFIX" | write_if_changed "$VENV/.caffe-prefix"
 "$PY" -c 'import caffe, layers' 2>/dev/null || die "'import caffe' fails in $VENV: run '$PY -c \"import caffe\"' to see why"
 stage "link: $VENV/bin/python imports caffe; $VENV/bin/caffe ready ($FLAVOUR, $KEY)"
