@@ -28,7 +28,7 @@ BENCHMARK = {"segnet", "fcn", "fcn-learnt-deconv", "deconvnet", "deeplab-largefo
 PAPER = {"table1": dict(lr=0.1, momentum=0.9, batch=12, max_iter=10000, weights="published"),
          "benchmark": dict(lr=0.001, momentum=0.9, batch=5, max_iter=140000, weights="none")}
 SIZES = {"paper": (360, 480), "quick": (90, 120), "smoke": (45, 60)}
-SHORT = {"quick": dict(batch=4, max_iter=1200, weights="none", val_every=300),
+SHORT = {"quick": dict(batch=4, max_iter=1200, weights="published", val_every=300),
          "smoke": dict(batch=2, max_iter=4, weights="none", val_every=2)}
 
 
