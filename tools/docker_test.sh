@@ -80,7 +80,19 @@ cleanup() {
         "$DOCKER" image rm -f "$IMAGE" >/dev/null 2>&1
         "$DOCKER" builder prune -af >/dev/null 2>&1
     fi
+    rm -f "$STATE/users/$$"
     if [ "$STARTED" = 1 ]; then
+        # Another docker-test may share this daemon (CUDA and CPU at once): it is stopped when the last one is done.
+        while true; do
+            others=""
+            for u in "$STATE"/users/*; do
+                [ -e "$u" ] || continue
+                if kill -0 "${u##*/}" 2>/dev/null; then others="$others ${u##*/}"; else rm -f "$u"; fi
+            done
+            [ -z "$others" ] && break
+            log "waiting for the docker-test that shares this daemon (pid$others)"
+            sleep 30
+        done
         log "stopping the dockerd started here (pid $DOCKERD_PID)"
         kill -TERM "$DOCKERD_PID" 2>/dev/null
         for _ in $(seq 60); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 1; done
@@ -148,6 +160,7 @@ if ! "$DOCKER" info >/dev/null 2>&1 && [ -z "${DOCKER_HOST:-}" ] && DOCKER_HOST=
     export DOCKER_HOST=unix://$STATE/docker.sock  # another docker-test's daemon (e.g. a CUDA build): shared, not stopped here
 fi
 if "$DOCKER" info >/dev/null 2>&1; then
+    if [ "${DOCKER_HOST:-}" = "unix://$STATE/docker.sock" ]; then mkdir -p "$STATE/users" && : > "$STATE/users/$$"; fi
     log "using the Docker daemon that is running ($("$DOCKER" info --format '{{.ServerVersion}}' 2>/dev/null)${DOCKER_HOST:+ at $DOCKER_HOST}; not stopped at the end)"
 else
     [ "$(id -u)" -eq 0 ] || fail "no Docker daemon answers, and starting one needs root"
