@@ -1,6 +1,6 @@
 """The paper's metrics on hand-computed cases, against compute_test_results.m / computeBFmeasure.m semantics.
 
-Independent references, none of which calls tools.metrics:
+Independent references, none of which calls tools.metrics or tools.boundary:
   * hand arithmetic on label maps small enough to list every boundary pixel;
   * `seg2bdry` and `compute_bf_measure` below: BSDS seg2bdry.m and SegNet-Tutorial's Scripts/computeBFmeasure.m
     transcribed statement by statement from their text (MATLAB 1-based `a:2:end` written as Python `a-1::2`);
@@ -22,6 +22,7 @@ from PIL import Image
 from scipy.ndimage import distance_transform_edt
 from scipy.optimize import linear_sum_assignment
 
+from tools import boundary as B
 from tools import metrics as M
 from tools.camvid import read_list
 
@@ -91,7 +92,7 @@ def correspond_pixels(bmap1: np.ndarray, bmap2: np.ndarray, max_dist: float) -> 
     return m, m
 
 
-def compute_bf_measure(gts, preds, rule="script", max_dist=M.BF_TOLERANCE, num_classes=K):
+def compute_bf_measure(gts, preds, rule="script", max_dist=B.BF_TOLERANCE, num_classes=K):
     """Scripts/computeBFmeasure.m for a list of index-format images (classes 0..K-1 here, 1..N there).
 
     rule "script": `classcount` as the script's code sets it (a boundary in the GT or in the prediction);
@@ -257,10 +258,10 @@ def test_void_pixels_are_ignored():
     noisy[:10, :10] = rng.integers(0, K, (10, 10))  # anything at void pixels
     a, b = M.confusion_matrix(gt, clean), M.confusion_matrix(gt, noisy)
     assert (a == b).all() and a.sum() == 30 * 40 - 100
-    sa = M.boundary_stats(gt, clean)
-    sb = M.boundary_stats(gt, noisy)  # void_mode="mask": predictions inside void cannot change BF
+    sa = B.boundary_stats(gt, clean)
+    sb = B.boundary_stats(gt, noisy)  # void_mode="mask": predictions inside void cannot change BF
     assert (sa.f1() == sb.f1()).all() and sa.image_bf() == 1.0
-    assert M.boundary_stats(gt, noisy, void_mode="keep").image_bf() < 1.0
+    assert B.boundary_stats(gt, noisy, void_mode="keep").image_bf() < 1.0
 
 
 def test_void_or_out_of_range_prediction_is_a_miss():
@@ -286,21 +287,21 @@ def test_seg2bmap_matches_the_matlab_code():
     rng = np.random.default_rng(0)
     for _ in range(20):
         seg = rng.integers(0, 3, size=rng.integers(1, 9, size=2))
-        assert (M.seg2bmap(seg) == seg2bmap_matlab(seg)).all()
+        assert (B.seg2bmap(seg) == seg2bmap_matlab(seg)).all()
 
 
 def test_seg2bdry_transcription_equals_seg2bmap_and_the_one_pass_class_boundaries():
-    """computeBFmeasure.m calls seg2bdry(mask, 'imageSize'); tools.metrics extracts every class's boundary in one
+    """computeBFmeasure.m calls seg2bdry(mask, 'imageSize'); tools.boundary extracts every class's boundary in one
     pass (and documents seg2bmap as the same thing): both equal the transcribed seg2bdry on random maps."""
     rng = np.random.default_rng(1)
     for trial in range(10):
         lab = np.kron(rng.integers(0, K + 1, (6, 8)), np.ones((3, 3), int))
         lab = np.where(rng.random(lab.shape) < 0.1, rng.integers(0, K + 1, lab.shape), lab)
         lab = lab[:rng.integers(1, 19), :rng.integers(1, 25)]
-        keys = M._class_boundary_keys(lab, K)
+        keys = B._class_boundary_keys(lab, K)
         expected = np.concatenate([c * lab.size + np.flatnonzero(seg2bdry(lab == c)) for c in range(K)])
         assert keys.tolist() == expected.tolist(), trial
-        assert (M.seg2bmap(lab) == seg2bdry(lab)).all(), trial
+        assert (B.seg2bmap(lab) == seg2bdry(lab)).all(), trial
         assert (seg2bmap_matlab(lab) == seg2bdry(lab)).all(), trial  # the two BSDS functions agree
 
 
@@ -322,11 +323,11 @@ def test_boundary_pixels_listed_by_hand():
              (edge, {(i, 3) for i in range(6)})]
     for lab, expected in cases:
         assert pixels(seg2bdry(lab == 1)) == expected
-        s = M.boundary_stats(lab, lab)
+        s = B.boundary_stats(lab, lab)
         # a binary map: classes 0 and 1 share the same boundary pixels
         assert s.gt[:2].tolist() == s.pred[:2].tolist() == s.matched[:2].tolist() == [len(expected)] * 2
         hw = lab.size
-        keys = M._class_boundary_keys(lab.astype(np.int64), K)
+        keys = B._class_boundary_keys(lab.astype(np.int64), K)
         assert {divmod(int(k) - hw, 8) for k in keys if k // hw == 1} == expected
 
 
@@ -359,7 +360,7 @@ def test_step_edge_matches_counted_by_hand():
     assert pixels(seg2bdry(pred == 0)) == {(0, 3), (1, 3), (2, 3), (2, 4), (2, 5), (3, 5), (4, 5), (5, 5)}
     for tolerance, matched, f1, csurka in ((0.09, 3, 3 / 7, 3 / 7), (0.12, 4, 4 / 7, 4 / 7),
                                             (0.25, 6, 6 / 7, 1.0)):
-        s = M.boundary_stats(gt, pred, tolerance=tolerance)
+        s = B.boundary_stats(gt, pred, tolerance=tolerance)
         assert s.gt[:2].tolist() == [6, 6] and s.pred[:2].tolist() == [8, 8], tolerance
         assert s.matched[:2].tolist() == [matched, matched], tolerance
         assert s.f1()[:2] == pytest.approx([f1, f1], rel=1e-12)
@@ -382,10 +383,10 @@ def test_default_tolerance_is_4_5_px_at_360x480_inclusive():
     near, far = np.zeros_like(gt), np.zeros_like(gt)
     near[104, 102] = 1
     far[104, 103] = 1
-    s = M.boundary_stats(gt, near)
+    s = B.boundary_stats(gt, near)
     assert s.matched[:2].tolist() == [4, 4] and s.image_bf() == 1.0
-    assert M.boundary_f1(gt, near) == compute_bf_measure([gt], [near], "paper")[0] == 1.0
-    s = M.boundary_stats(gt, far)
+    assert B.boundary_f1(gt, near) == compute_bf_measure([gt], [near], "paper")[0] == 1.0
+    s = B.boundary_stats(gt, far)
     assert s.gt[:2].tolist() == s.pred[:2].tolist() == [4, 4] and s.matched[:2].tolist() == [2, 2]
     assert s.image_bf() == pytest.approx(0.5, rel=1e-12)
     assert compute_bf_measure([gt], [far], "paper")[0] == pytest.approx(0.5, rel=1e-12)
@@ -432,7 +433,7 @@ def test_per_class_per_image_and_dataset_averaging_by_hand():
     assert second.matched[3:6].tolist() == [10, 4, 6]
     assert first.image_bf("paper") == pytest.approx(7 / 8, rel=1e-12)
     assert first.image_bf("public") == pytest.approx(7 / 12, rel=1e-12)
-    for rule in M.BF_RULES:
+    for rule in B.BF_RULES:
         assert second.image_bf(rule) == pytest.approx(31 / 42, rel=1e-12)
     # Dataset BF = mean of the image BFs (not of all class-image pairs: (3/4 + 1 + 5/7 + 1/2 + 1) / 5 differs).
     assert acc.boundary_f1("paper") == pytest.approx((7 / 8 + 31 / 42) / 2, rel=1e-12)
@@ -449,15 +450,15 @@ def test_per_class_per_image_and_dataset_averaging_by_hand():
 
 
 def test_tolerance_is_075_percent_of_the_diagonal():
-    assert M.tolerance_pixels((360, 480)) == pytest.approx(4.5)
-    assert M.tolerance_pixels((300, 400)) == pytest.approx(3.75)
+    assert B.tolerance_pixels((360, 480)) == pytest.approx(4.5)
+    assert B.tolerance_pixels((300, 400)) == pytest.approx(3.75)
 
 
 def test_matching_within_tolerance_is_inclusive():
     bp, bg = np.zeros((1, 10), bool), np.zeros((1, 10), bool)
     bp[0, 0], bg[0, 3] = True, True
-    assert M.match_boundaries(bp, bg, 3.0) == 1      # distance == tolerance counts (BSDS: d2 > max^2 skipped)
-    assert M.match_boundaries(bp, bg, 2.99) == 0
+    assert B.match_boundaries(bp, bg, 3.0) == 1      # distance == tolerance counts (BSDS: d2 > max^2 skipped)
+    assert B.match_boundaries(bp, bg, 2.99) == 0
 
 
 def test_optimal_matching_where_greedy_fails():
@@ -473,7 +474,7 @@ def test_optimal_matching_where_greedy_fails():
             used.add(min(free, key=lambda g: abs(g - x)))
             greedy += 1
     assert greedy == 1
-    assert M.match_boundaries(bp, bg, 2.0) == 2 == oracle_matching(bp, bg, 2.0)
+    assert B.match_boundaries(bp, bg, 2.0) == 2 == oracle_matching(bp, bg, 2.0)
 
 
 def test_matching_equals_hungarian_oracle_on_random_maps():
@@ -484,16 +485,16 @@ def test_matching_equals_hungarian_oracle_on_random_maps():
         bp = rng.random((h, w)) < rng.uniform(0.05, 0.4)
         bg = rng.random((h, w)) < rng.uniform(0.05, 0.4)
         radius = float(rng.choice([0.5, 1.0, 1.5, 2.3, 3.0]))
-        assert M.match_boundaries(bp, bg, radius) == oracle_matching(bp, bg, radius), trial
+        assert B.match_boundaries(bp, bg, radius) == oracle_matching(bp, bg, radius), trial
         # The vectorised greedy warm start alone is not always maximum: the augmenting step is exercised.
-        dy, dx, _ = M._offsets(radius)
+        dy, dx, _ = B._offsets(radius)
         pk, gk = np.flatnonzero(bp), np.flatnonzero(bg)
         if len(pk) and len(gk):
             table = np.full((h + 20) * (w + 20), -1)
             table[(gk // w + 10) * (w + 20) + gk % w + 10] = np.arange(len(gk))
             cand = table[((pk // w + 10) * (w + 20) + pk % w + 10)[:, None] + (dy * (w + 20) + dx)[None, :]]
             rows, rank = np.nonzero(cand >= 0)
-            greedy = int((M._greedy_matching(rows, cand[rows, rank], rank, len(pk), len(gk))[0] >= 0).sum())
+            greedy = int((B._greedy_matching(rows, cand[rows, rank], rank, len(pk), len(gk))[0] >= 0).sum())
             suboptimal_warm_starts += greedy < oracle_matching(bp, bg, radius)
     assert suboptimal_warm_starts > 0
 
@@ -514,13 +515,13 @@ def camvid_pairs(camvid_dir, indices=(0, 5, 17)):
     return pairs
 
 
-@pytest.mark.parametrize("void_mode", M.BF_VOID_MODES)
+@pytest.mark.parametrize("void_mode", B.BF_VOID_MODES)
 def test_bf_equals_the_transcribed_script_on_real_camvid_labels(camvid_dir, monkeypatch, void_mode):
-    """tools.metrics' per-image, per-class and dataset BF == computeBFmeasure.m transcribed (script rule) and
+    """tools.boundary's per-image, per-class and dataset BF == computeBFmeasure.m transcribed (script rule) and
     its paper-rule reading, on three real label maps (void included), at the paper's 0.75 % and at 2 %.
 
     void_mode "keep" is the script as written (void is no class; the prediction is used as is).  "mask" is
-    documented on tools.metrics.boundary_stats as: the prediction is set to void wherever the GT is void, then
+    documented on tools.boundary.boundary_stats as: the prediction is set to void wherever the GT is void, then
     the script runs; the oracle does exactly that to its input."""
     pairs = camvid_pairs(camvid_dir)
     gts = [gt for gt, _ in pairs]
@@ -530,7 +531,7 @@ def test_bf_equals_the_transcribed_script_on_real_camvid_labels(camvid_dir, monk
         for rule, script_rule in (("public", "script"), ("paper", "paper")):
             avg, per_image, f1, counted = compute_bf_measure(gts, preds, script_rule, max_dist)
             for small in (0, 10**12):  # the matcher solving every piece alone / all pieces together
-                monkeypatch.setattr(M, "_SMALL_PIECE", small)
+                monkeypatch.setattr(B, "_SMALL_PIECE", small)
                 acc = M.MetricAccumulator(tolerance=max_dist, void_mode=void_mode)
                 for gt, pred in pairs:
                     acc.update(gt, pred)
@@ -562,12 +563,12 @@ def test_piecewise_flow_equals_one_flow_on_a_full_image(camvid_dir, monkeypatch)
     pred = np.roll(gt, (3, 4), axis=(0, 1))
     results = []
     for small in (0, 500, 10**12):
-        monkeypatch.setattr(M, "_SMALL_PIECE", small)
-        s = M.boundary_stats(gt, pred)
+        monkeypatch.setattr(B, "_SMALL_PIECE", small)
+        s = B.boundary_stats(gt, pred)
         results.append((s.matched.tolist(), s.pred.tolist(), s.gt.tolist()))
     assert results[0] == results[1] == results[2]
-    transposed = M.boundary_stats(pred, gt, void_mode="keep")  # matching is symmetric in its two sides
-    assert transposed.matched.tolist() == M.boundary_stats(gt, pred, void_mode="keep").matched.tolist()
+    transposed = B.boundary_stats(pred, gt, void_mode="keep")  # matching is symmetric in its two sides
+    assert transposed.matched.tolist() == B.boundary_stats(gt, pred, void_mode="keep").matched.tolist()
 
 
 # ---------------------------------------------------------------- BF on hand-built images
@@ -575,13 +576,13 @@ def test_piecewise_flow_equals_one_flow_on_a_full_image(camvid_dir, monkeypatch)
 def test_shifted_boundary_within_tolerance_scores_one():
     gt = two_halves()                      # 300 x 400: diagonal 500, tolerance 3.75 px
     pred = two_halves(edge=203)            # shifted 3 px
-    s = M.boundary_stats(gt, pred)
+    s = B.boundary_stats(gt, pred)
     assert s.gt[:2].tolist() == [300, 300] and s.pred[:2].tolist() == [300, 300]
     assert s.f1()[:2].tolist() == [1.0, 1.0] and s.image_bf() == 1.0
 
 
 def test_shifted_boundary_beyond_tolerance_scores_zero():
-    s = M.boundary_stats(two_halves(), two_halves(edge=206))   # 6 px > 3.75 px
+    s = B.boundary_stats(two_halves(), two_halves(edge=206))   # 6 px > 3.75 px
     assert s.matched[:2].tolist() == [0, 0] and s.image_bf() == 0.0
 
 
@@ -595,7 +596,7 @@ def test_half_shifted_boundary_exact_value():
     # complement have the same seg2bmap).
     pred = two_halves()
     pred[150:, 200:206] = 0
-    s = M.boundary_stats(two_halves(), pred)
+    s = B.boundary_stats(two_halves(), pred)
     assert s.pred[:2].tolist() == [306, 306] and s.gt[:2].tolist() == [300, 300]
     assert s.matched[:2].tolist() == [153, 153]
     assert s.image_bf() == pytest.approx(0.51 / 1.01)
@@ -608,7 +609,7 @@ def test_paper_and_public_rules_differ_on_a_class_absent_from_the_gt():
     gt = two_halves()
     pred = gt.copy()
     pred[100:110, 50:60] = 2
-    s = M.boundary_stats(gt, pred)
+    s = B.boundary_stats(gt, pred)
     assert s.pred[2] == 40 and s.gt[2] == 0 and s.matched[0] == 300
     assert s.f1()[:3] == pytest.approx([0.9375, 1.0, 0.0])
     assert s.image_bf("paper") == pytest.approx((0.9375 + 1) / 2)
