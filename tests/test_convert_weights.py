@@ -32,7 +32,8 @@ from caffe.proto import caffe_pb2
 from tests.conftest import ROOT, net_from_spec
 from tests.fork import caffemodels as fork
 from tests.fork.schema import messages
-from tools import convert_weights as cw, nets
+from tools import caffemodel, nets
+from tools import convert_weights as cw
 from tools.camvid import read_list
 
 # Largest |Caffe - PyTorch| allowed, relative to the largest |score|: float32 convolutions summed in another
@@ -197,7 +198,7 @@ def test_converter_reads_what_the_fork_schema_wrote(tmp_path, bn):
     """Each layer's name, type, tops, bn_mode and blobs as the converter reads them (BVLC's caffe_pb2 plus its own
     reading of the fork's bn_param) are what caffe-segnet's own schema reads back from the same file."""
     data, _ = fork.segnet_basic(seed=6, bn=bn)
-    model = cw.read_caffemodel(fork.write(tmp_path / f"{bn}.caffemodel", data))
+    model = caffemodel.read_caffemodel(fork.write(tmp_path / f"{bn}.caffemodel", data))
     truth = messages().NetParameter.FromString(data)
     assert [lay.name for lay in model.layers] == [lay.name for lay in truth.layer]
     for got, want in zip(model.layers, truth.layer):
@@ -307,7 +308,7 @@ def test_fold_bn_into_deconvolutions_matches_pytorch(tmp_path, specs):
                                                            pad=pad))
         setattr(n, name, top)
     net = net_from_spec(n)
-    plan = cw.plan_conversion(cw.read_caffemodel(src).layers, cw.target_layers(net), fold_bn=True)
+    plan = cw.plan_conversion(caffemodel.read_caffemodel(src).layers, cw.target_layers(net), fold_bn=True)
     assert plan.fits(), plan.describe()
     for name, blobs in plan.blobs.items():
         for dst, value in zip(net.params[name], blobs):
@@ -331,10 +332,10 @@ def test_known_file_is_identified_and_sets_defaults(tmp_path, monkeypatch, image
     """A file whose size and sha256 are in KNOWN_FILES needs no --force and brings its classes and size."""
     data, weights = fork.segnet(classes=12, seed=3, width_divisor=8)  # thin: only the mapping matters
     src = fork.write(tmp_path / "webdemo.caffemodel", data)
-    model = cw.read_caffemodel(src)
-    fake = cw.KnownFile("test-webdemo", "test web demo", "webdemo.caffemodel", model.size, model.sha256,
+    model = caffemodel.read_caffemodel(src)
+    fake = caffemodel.KnownFile("test-webdemo", "test web demo", "webdemo.caffemodel", model.size, model.sha256,
                         "segnet-release", "segnet", classes=12, height=45, width=60)
-    monkeypatch.setattr(cw, "KNOWN_FILES", (fake,))
+    monkeypatch.setattr(caffemodel, "KNOWN_FILES", (fake,))
     with pytest.raises(cw.ConvertError, match="made for --arch segnet, not segnet-basic"):
         cw.convert(src, "segnet-basic", tmp_path / "x.caffemodel")
     # The thin file does not fit the real SegNet: the refusal lists the mismatches.
@@ -387,7 +388,7 @@ def test_bn_warning_names_only_the_layers_without_a_sign(tmp_path, change):
     else:
         del victim.top[1:]
     src = fork.write(tmp_path / "mixed.caffemodel", net.SerializeToString())
-    entry, warning = cw.bn_statistics_check(cw.read_caffemodel(src).layers)
+    entry, warning = caffemodel.bn_statistics_check(caffemodel.read_caffemodel(src).layers)
     assert entry["without_sign"] == ["conv_decode2_bn"]
     assert warning.startswith("warning: 1 of 8 BN layers (conv_decode2_bn) show no sign")
 
@@ -455,17 +456,17 @@ def test_biases_follow_the_file(tmp_path, image):
     x = as_input(image, 45, 60)
     compare("segnet-basic no biases", run_converted(out, x, "conv_classifier"),
             torch_segnet_basic, x, weights, "conv_classifier")
-    model = cw.read_caffemodel(src)
+    model = caffemodel.read_caffemodel(src)
     net = nets.net_from_param(cw.build_deploy("segnet-basic", 11, 45, 60, biases="public"))
     plan = cw.plan_conversion(model.layers, cw.target_layers(net), fold_bn=False)
     assert any("conv1: no bias in the file (1 blobs), the net has 2" in p for p in plan.problems)
 
 
 def test_vgg_file_is_sent_to_init_weights(tmp_path, monkeypatch, basic_file):
-    model = cw.read_caffemodel(basic_file)
-    fake = cw.KnownFile("vgg", "VGG16 ImageNet", "VGG_ILSVRC_16_layers.caffemodel", model.size, model.sha256,
+    model = caffemodel.read_caffemodel(basic_file)
+    fake = caffemodel.KnownFile("vgg", "VGG16 ImageNet", "VGG_ILSVRC_16_layers.caffemodel", model.size, model.sha256,
                         "vgg16")
-    monkeypatch.setattr(cw, "KNOWN_FILES", (fake,))
+    monkeypatch.setattr(caffemodel, "KNOWN_FILES", (fake,))
     _refused(tmp_path, "VGG16 ImageNet weights: they initialise an encoder", basic_file, "segnet-basic")
 
 

@@ -18,7 +18,8 @@ from caffe import layers as L
 
 from tests import forkproto
 from tests.conftest import ROOT, net_from_spec
-from tools.convert_weights import build_deploy, read_caffemodel
+from tools.caffemodel import read_caffemodel
+from tools.convert_weights import build_deploy
 from tools.nets import net_from_param
 from tools.init_weights import VGG16_CONVS, InitWeightsError, init_from_vgg16
 

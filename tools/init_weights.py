@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.convert_weights import Caffemodel, ConvertError, build_deploy, check_known, read_caffemodel
+from tools.caffemodel import Caffemodel, ConvertError, check_known, read_caffemodel
+from tools.convert_weights import build_deploy
 from tools.nets import net_from_param
 from tools.runio import atomic_path, fail
 
