@@ -15,6 +15,7 @@ import pytest
 
 from prototxt import count_params
 from tools import benchmark as bench, nets
+from tools import benchmark_measure as measure, benchmark_report as report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,7 +54,7 @@ def test_quick_run_measures_what_it_says(quick):
     assert result["config"]["height"] == 64 and result["config"]["width"] == 96
     by = {r["arch"]: r for r in result["rows"]}
     for arch, r in by.items():
-        deploy = bench.net_param(arch, "deploy", 1, 64, 96)
+        deploy = measure.net_param(arch, "deploy", 1, 64, 96)
         assert r["params"] == count_params(deploy)
         # The .caffemodel holds every parameter as float32 plus BatchNorm statistics and the protobuf framing.
         assert 4 * r["params"] < r["model_bytes"] < 4 * r["params"] * 1.01 + 20_000
@@ -75,19 +76,19 @@ def test_quick_run_measures_what_it_says(quick):
 
 def test_storage_multiplier_matches_table1(tmp_path):
     """Derived from the nets alone; the paper's "n/a" (FCN-Basic-NoAddition keeps nothing) reads as 0."""
-    for arch, (_, paper, _) in bench.PAPER_TABLE1.items():
-        param = bench.net_param(arch, "deploy", 1, 64, 96)
-        net = nets.load_net(bench.write_prototxt(param, tmp_path, f"{arch}.prototxt"))
+    for arch, (_, paper, _) in report.PAPER_TABLE1.items():
+        param = measure.net_param(arch, "deploy", 1, 64, 96)
+        net = nets.load_net(measure.write_prototxt(param, tmp_path, f"{arch}.prototxt"))
         channels = {k: b.data.shape[1] for k, b in net.blobs.items() if b.data.ndim == 4}
-        assert bench.storage_multiplier(param, channels) == (0 if paper is None else paper), arch
+        assert measure.storage_multiplier(param, channels) == (0 if paper is None else paper), arch
 
 
 def test_paper_tables_name_real_architectures():
     from prototxt import ARCHS
 
-    assert set(bench.PAPER_TABLE1) | set(bench.PAPER_TABLE6) <= set(ARCHS)
+    assert set(report.PAPER_TABLE1) | set(report.PAPER_TABLE6) <= set(ARCHS)
     # The ratio the issue quotes: DeconvNet / SegNet forward, 474.65 / 422.50.
-    assert bench.PAPER_TABLE6["deconvnet"][0] / bench.PAPER_TABLE6["segnet"][0] == pytest.approx(1.1234, abs=1e-4)
+    assert report.PAPER_TABLE6["deconvnet"][0] / report.PAPER_TABLE6["segnet"][0] == pytest.approx(1.1234, abs=1e-4)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -121,11 +122,11 @@ def test_write_outputs_replaces_whole_folder_or_nothing(tmp_path, monkeypatch):
     def broken_chart(*_):
         raise RuntimeError("chart failed")
 
-    monkeypatch.setattr(bench, "chart", broken_chart)
+    monkeypatch.setattr(report, "chart", broken_chart)
     with pytest.raises(RuntimeError):
-        bench.write_outputs(result, out)
+        report.write_outputs(result, out)
     assert [p.name for p in tmp_path.iterdir()] == ["results"] and (out / "old.txt").exists()
     monkeypatch.undo()
-    bench.write_outputs(result, out)
+    report.write_outputs(result, out)
     assert sorted(p.name for p in out.iterdir()) == sorted(bench.OUTPUTS)
     assert [p.name for p in tmp_path.iterdir()] == ["results"]

@@ -6,15 +6,12 @@
    over the same PNGs (cv2.imread of the image, PIL decode of the label: the floor any converter pays).
    Target: conversion >= 0.5 x the decode-only rate. The page cache is warmed first so both read the same way.
 2. Data layer: seconds per batch of `layers.camvid_data.CamVidData` inside a caffe.Net (LMDB decode and the
-   copy into the float32 tops; with and without "cache"), against one SegNet-Basic-like training iteration
+   copy into the float32 tops; with and without "cache"), against one SegNet-Basic training iteration
    (forward + backward) at the same batch size, measured here at batch 1 and scaled linearly
    (`--iteration-seconds` skips the measurement). Target: < 5 %.
 
-The SegNet-Basic-like net (paper §3.1 / Models/segnet_basic_train.prototxt): LRN on the input, 4 encoders of
-7x7x64 conv + BatchNorm + Scale + ReLU + 2x2 max pooling, 4 decoders of 2x upsampling + 7x7x64 conv +
-BatchNorm + Scale, a 1x1 classifier and InfogainLoss. The upsampling here is a fixed per-channel 2x2
-Deconvolution standing in for max-unpooling (stock BVLC has none built in); both cost little next to the
-7x7 convolutions, so the iteration time is representative.
+The net is the generated SegNet-Basic (tools.benchmark_measure.net_param: Input-fed TRAIN net, unweighted
+loss), the one `make benchmark` times.
 """
 
 from __future__ import annotations
@@ -43,48 +40,17 @@ def decode_only(pairs) -> float:
     return time.perf_counter() - start
 
 
-def segnet_basic_like(batch: int, height: int, width: int, weights_path: str):
-    import caffe
-    from caffe import layers as L
-    from caffe import params as P
-
-    n = caffe.NetSpec()
-    n.data = L.Input(shape=dict(dim=[batch, 3, height, width]))
-    n.label = L.Input(shape=dict(dim=[batch, 1, height, width]))
-    x = L.LRN(n.data, local_size=5, alpha=1e-4, beta=0.75)
-    msra = dict(type="msra")
-    skips = []
-    for i in range(4):
-        x = L.Convolution(x, num_output=64, kernel_size=7, pad=3, weight_filler=msra)
-        x = L.ReLU(L.Scale(L.BatchNorm(x), bias_term=True), in_place=True)
-        skips.append(x)
-        x = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=2, stride=2)
-    for i, skip in enumerate(reversed(skips)):
-        x = L.Deconvolution(x, convolution_param=dict(num_output=64, group=64, kernel_size=2, stride=2,
-                                                      bias_term=False, weight_filler=dict(type="constant",
-                                                                                          value=1)),
-                            param=dict(lr_mult=0))
-        x = L.Crop(x, skip, axis=2, offset=0)
-        x = L.Convolution(x, num_output=64, kernel_size=7, pad=3, weight_filler=msra)
-        x = L.Scale(L.BatchNorm(x), bias_term=True)
-    n.score = L.Convolution(x, num_output=11, kernel_size=1, weight_filler=msra)
-    n.loss = L.InfogainLoss(n.score, n.label, infogain_loss_param=dict(source=weights_path, axis=1),
-                            loss_param=dict(ignore_label=11))
-    return n
-
-
 def iteration_seconds(height: int, width: int, repeats: int = 2) -> float:
-    """Forward + backward of the SegNet-Basic-like net at batch 1 (median of `repeats` after one warm-up)."""
+    """Forward + backward of the generated SegNet-Basic TRAIN net at batch 1 (median of `repeats` after one
+    warm-up), Input-fed as `make benchmark` times it."""
     import caffe
 
-    from tools.class_weights import PUBLISHED_PROTO
+    from tools.benchmark_measure import fill_inputs, net_param
     from tools.nets import net_from_param
 
     caffe.set_mode_cpu()
-    net = net_from_param(segnet_basic_like(1, height, width, str(PUBLISHED_PROTO)).to_proto(), caffe.TRAIN)
-    rng = np.random.default_rng(0)
-    net.blobs["data"].data[...] = rng.integers(0, 256, net.blobs["data"].data.shape)
-    net.blobs["label"].data[...] = rng.integers(0, 12, net.blobs["label"].data.shape)
+    net = net_from_param(net_param("segnet-basic", "train", 1, height, width), caffe.TRAIN)
+    fill_inputs(net)
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
@@ -177,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
           f" pairs/s: {result['convert_vs_decode']:.2f}x (target >= 0.5); one decoding thread "
           f"{result['convert_1thread_vs_decode']:.2f}x", file=sys.stderr)
     for name, share in result["layer_share_of_iteration"].items():
-        print(f"data layer {name}: {100 * share:.3f} % of a SegNet-Basic-like iteration "
+        print(f"data layer {name}: {100 * share:.3f} % of a SegNet-Basic iteration "
               f"({result['iteration_seconds_batch1']} s/image fwd+bwd; target < 5 %)", file=sys.stderr)
     print(f"data layer s/batch: {result['layer_seconds_per_batch']}", file=sys.stderr)
     if args.json:

@@ -9,9 +9,8 @@ For the Upsample layer (issue 3) it times, at SegNet's five unpooling shapes (36
   * PyTorch's ``max_unpool2d`` forward and its backward (``torch.autograd.grad``) on the same arrays,
 and reports medians after one warm-up and the ratio ours/PyTorch. Our NumPy path is single-threaded, so
 PyTorch gets ``--torch-threads 1`` by default (pass more to see PyTorch with more cores).
-Then it builds a SegNet-Basic-like net (LRN, 4 x [conv 7x7 64 + BatchNorm + Scale + ReLU + MAX pool with
-mask], 4 x [Upsample + conv 7x7 64 + BatchNorm + Scale], 1x1 conv to 11 classes) at 1x3x360x480, TRAIN
-phase, and reports the Upsample layers' share of a forward+backward pass.
+Then it builds the generated SegNet-Basic TRAIN net (prototxt.build_net through tools.benchmark_measure.net_param:
+Input-fed, unweighted loss) at 1x3x360x480 and reports the Upsample layers' share of a forward+backward pass.
 """
 
 from __future__ import annotations
@@ -181,70 +180,21 @@ def summarize_upsample(rows: list[dict]) -> dict:
     return total
 
 
-def segnet_basic_like(height: int = 360, width: int = 480, batch: int = 1, classes: int = 11):
-    """A NetSpec NetParameter shaped like SegNet-Basic (segnet_basic_train.prototxt), Input-fed, no loss."""
-    caffe = _caffe()
-    from caffe import layers as L
-    from caffe import params as P
-
-    n = caffe.NetSpec()
-    n.data = L.Input(shape=dict(dim=[batch, 3, height, width]))
-    n.norm = L.LRN(n.data, local_size=5, alpha=0.0001, beta=0.75)
-    bottom, sizes, masks = n.norm, [], []
-
-    def conv_bn(name, bottom, relu):
-        conv = L.Convolution(bottom, num_output=64, kernel_size=7, pad=3, weight_filler=dict(type="msra"))
-        setattr(n, name, conv)
-        setattr(n, name + "_bn", L.BatchNorm(conv, in_place=True))
-        setattr(n, name + "_scale", L.Scale(conv, bias_term=True, in_place=True))
-        if relu:
-            setattr(n, name + "_relu", L.ReLU(conv, in_place=True))
-        return conv
-
-    h, w = height, width
-    for k in range(1, 5):
-        conv = conv_bn(f"conv{k}", bottom, relu=True)
-        pool, mask = L.Pooling(conv, pool=P.Pooling.MAX, kernel_size=2, stride=2, ntop=2)
-        setattr(n, f"pool{k}", pool)
-        setattr(n, f"pool{k}_mask", mask)
-        sizes.append((h, w))
-        masks.append(mask)
-        h, w = -(-h // 2), -(-w // 2)
-        bottom = pool
-    for k in range(4, 0, -1):
-        out_h, out_w = sizes[k - 1]
-        # caffe-segnet's SegNet-Basic: scale 2, pad_out_h where the pre-pool height was odd (45 -> 23 -> 45).
-        params = {"scale": 2}
-        if out_h % 2:
-            params["pad_out_h"] = True
-        if out_w % 2:
-            params["pad_out_w"] = True
-        up = _upsample_layer([bottom, masks[k - 1]], json.dumps(params))
-        setattr(n, f"upsample{k}", up)
-        bottom = conv_bn(f"conv_decode{k}", up, relu=False)
-    n.conv_classifier = L.Convolution(
-        bottom, num_output=classes, kernel_size=1, weight_filler=dict(type="msra")
-    )
-    proto = n.to_proto()
-    proto.force_backward = True
-    return proto
-
-
 def benchmark_segnet_basic_share(
     repeat: int = 3, height: int = 360, width: int = 480, progress: bool = True
 ) -> dict:
     """Time of the 4 Upsample layers (forward+backward) as a share of a SegNet-Basic forward+backward."""
+    from tools.benchmark_measure import fill_inputs, net_param
+
     caffe = _caffe()
-    net = nets.net_from_param(segnet_basic_like(height, width), caffe.TRAIN)
-    rng = np.random.default_rng(0)
-    net.blobs["data"].data[...] = rng.uniform(0, 255, net.blobs["data"].data.shape)
+    # The generated SegNet-Basic TRAIN net (Input-fed, unweighted loss), as `make benchmark` times it.
+    net = nets.net_from_param(net_param("segnet-basic", "train", 1, height, width), caffe.TRAIN)
+    fill_inputs(net)
     names = list(net._layer_names)
     ups = [i for i, name in enumerate(names) if name.startswith("upsample")]
-    top_diff = rng.standard_normal(net.blobs["conv_classifier"].data.shape).astype(np.float32)
 
     def step():
         net.forward()
-        net.blobs["conv_classifier"].diff[...] = top_diff
         net.backward()
 
     whole, fwd, bwd = [], {i: [] for i in ups}, {i: [] for i in ups}
@@ -313,7 +263,7 @@ def _print_upsample(rows: list[dict], share: dict | None, out) -> None:
     )
     if share:
         print(
-            f"SegNet-Basic-like 1x3x360x480 forward+backward: {share['whole_forward_backward_ms']:.0f} ms; "
+            f"SegNet-Basic 1x3x360x480 forward+backward: {share['whole_forward_backward_ms']:.0f} ms; "
             f"4 Upsample layers: {share['upsample_forward_backward_ms']:.1f} ms "
             f"= {share['upsample_share_percent']:.2f} %",
             file=out,
