@@ -222,7 +222,7 @@ def test_solverstate_relink_keeps_everything_else(tmp_path, name):
     """The snapshot's solverstate is relinked by splicing bytes; protobuf's own parser is the oracle."""
     from caffe.proto import caffe_pb2
 
-    from tools.train import _relink_solverstate
+    from tools.snapshots import relink_solverstate
 
     state = caffe_pb2.SolverState(iter=7, learned_net="/tmp/.writing/iter_iter_7.caffemodel", current_step=2)
     for n in (3, 70000):
@@ -230,7 +230,7 @@ def test_solverstate_relink_keeps_everything_else(tmp_path, name):
         blob.shape.dim.append(n)
         blob.data.extend(np.linspace(-1, 1, n, dtype=np.float32))
     (tmp_path / "a").write_bytes(state.SerializeToString())
-    _relink_solverstate(tmp_path / "a", tmp_path / "b", name)
+    relink_solverstate(tmp_path / "a", tmp_path / "b", name)
     got = caffe_pb2.SolverState()
     got.ParseFromString((tmp_path / "b").read_bytes())
     state.learned_net = name

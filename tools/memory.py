@@ -13,7 +13,7 @@ lazily, so building them costs almost nothing):
   dropout masks, max-pooling indices where no mask top is asked for;
 - the training and validation images the data layers keep in RAM (uint8).
 
-A validation runs with the solver released (tools.train.Validator), so the peak is the larger of training and
+A validation runs with the solver released (tools.validation.Validator), so the peak is the larger of training and
 validation (its statistics pass net at the training batch, then its scoring net at batch 1), not their sum.
 The figures in the benchmark's memory report (tools.benchmark --memory) set the estimate beside measured peaks.
 """
@@ -130,7 +130,7 @@ def reset_peak_rss() -> int:
 
 def estimate_run(cfg, train_prototxt: Path, deploy_prototxt: Path) -> dict:
     """Bytes a tools.train run with `cfg` will need at its peak. Validation runs with the solver released
-    (tools.train.Validator): its statistics pass net (forward only, training batch) and then its scoring net
+    (tools.validation.Validator): its statistics pass net (forward only, training batch) and then its scoring net
     (batch 1), so the peak is the larger of training and validation, not their sum."""
     import gc
 

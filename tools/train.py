@@ -39,10 +39,13 @@ from pathlib import Path
 import numpy as np
 
 from prototxt.protocol import PROTOCOLS
-from prototxt.registry import ARCHES
+from prototxt.registry import ARCHS
+from tools.curve import plot_curve
 from tools.runio import (append_jsonl, atomic_path, close_run_log, command_parser, console_logging, fail,
                          fault_point, gpu_device, logger, open_run_log, provenance, read_jsonl, set_caffe_mode,
                          write_text_atomic)
+from tools.snapshots import SnapshotError, check_snapshot, commit_snapshot, snapshot_candidates, snapshot_stem
+from tools.validation import Validator
 
 TOOL = "train"
 log = logger(TOOL).info
@@ -158,7 +161,7 @@ def _set_data_param(net_param, **updates) -> None:
 def write_nets(cfg: TrainConfig, run: Path, start_iter: int = 0) -> dict[str, Path]:
     """Generate train/deploy prototxts and the solver for this run (absolute paths, so the folder stands alone).
 
-    Caffe writes snapshots under snapshots/.writing/; `_commit_snapshot` moves them into place when whole."""
+    Caffe writes snapshots under snapshots/.writing/; `tools.snapshots.commit_snapshot` moves them into place when whole."""
     from prototxt import Options, build_net, build_solver
 
     net_dir = run / "net"
@@ -198,188 +201,11 @@ def write_nets(cfg: TrainConfig, run: Path, start_iter: int = 0) -> dict[str, Pa
     return paths
 
 
-class Validator:
-    """Validation as the paper does it (§3.3, §4): BatchNorm statistics from a full pass over the training set
-    with the weights of a snapshot, then G, C and mIoU on the validation split.
-
-    BVLC's moving averages (moving_average_fraction 0.999) are no substitute early in training: after a few
-    hundred iterations they are close to a uniform average over every past iteration's weights.
-
-    Memory: a validation runs while the solver is released (tools.train snapshots, frees the solver, validates
-    from the snapshot's weights, then restores the solver from the same snapshot, exactly as a resume does), so
-    it adds nothing to the training's peak: the statistics pass net (forward only, at the training batch) and
-    the scoring net (batch 1) are each smaller than the training net, and each is released before the next is
-    built. The pass keeps the training batch because the batch matters: every BatchNorm after the first sees
-    inputs normalised with the statistics of its mini-batch (docs/memory.md).
-    """
-
-    def __init__(self, deploy: Path, train_source: str, val_source: str, classes: int, batch: int):
-        from tools.lmdb_io import PairReader
-
-        self.deploy, self.train_source, self.batch = deploy, train_source, batch
-        self.reader = PairReader(val_source, cache=True)
-        self.classes = classes
-
-    def __call__(self, weights: Path, iteration: int, save_if_better=None) -> dict:
-        """Metrics of `weights`; `save_if_better(metrics)` returns a path for the scored net (weights and their
-        full-pass statistics), or None."""
-        from tools import bn_stats, metrics
-        from tools.nets import load_net, net_from_param, read_weights
-        from tools.runio import load_net_param
-
-        weights = read_weights(weights)  # parsed once for both nets
-        batches, _ = bn_stats.lmdb_batches(Path(self.train_source), self.batch)
-        pass_net = net_from_param(bn_stats.in_batch_mode(load_net_param(self.deploy)), weights=weights)
-        moments = bn_stats.accumulate(pass_net, batches)
-        del pass_net
-        gc.collect()
-        fault_point("validation-statistics", iteration)
-        net = load_net(self.deploy, weights)
-        try:
-            bn_stats.write_statistics(net, moments)
-            acc = metrics.MetricAccumulator(num_classes=self.classes, boundary=False)
-            for i in range(len(self.reader)):
-                image, label = self.reader[i]
-                net.blobs["data"].data[0] = image
-                prob = net.forward()["prob"][0]
-                acc.update(label[0], prob.argmax(axis=0))
-            cm = acc.cm
-            result = {"val_global_accuracy": metrics.global_accuracy(cm),
-                      "val_class_average_accuracy": metrics.class_average_accuracy(cm),
-                      "val_mean_iou": metrics.mean_iou(cm)}
-            target = save_if_better(result) if save_if_better else None
-            if target is not None:
-                with atomic_path(target) as tmp:
-                    net.save(str(tmp))
-            return result
-        finally:
-            del net
-            gc.collect()
-
-
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far (MB), as the kernel counts it (tools.memory.peak_rss)."""
     from tools.memory import peak_rss
 
     return peak_rss() / 2 ** 20
-
-
-def _stem(run: Path, iteration: int) -> Path:
-    return run / "snapshots" / f"iter_iter_{iteration}"
-
-
-def _commit_snapshot(solver, run: Path, state: dict) -> Path:
-    """Snapshot through Caffe into snapshots/.writing/, then move it into place whole: the caffemodel first, then
-    the snapshot's state, then the solverstate (rewritten to name the caffemodel's final path). A solverstate in
-    snapshots/ therefore always has its weights and state beside it; a kill at any point leaves at most an
-    unfinished .writing/ that the next start clears."""
-    it = solver.iter
-    solver.snapshot()
-    writing = run / "snapshots" / ".writing" / f"iter_iter_{it}"
-    fault_point("snapshot-written", it)
-    stem = _stem(run, it)
-    os.replace(writing.with_suffix(".caffemodel"), stem.with_suffix(".caffemodel"))
-    fault_point("snapshot-model-moved", it)
-    write_text_atomic(stem.with_suffix(".state.json"), json.dumps(state, indent=2))
-    _relink_solverstate(writing.with_suffix(".solverstate"), stem.with_suffix(".solverstate"),
-                        str(stem.with_suffix(".caffemodel")))
-    writing.with_suffix(".solverstate").unlink()
-    for suffix in (".caffemodel", ".solverstate"):
-        with atomic_path(run / f"last{suffix}") as tmp:
-            shutil.copyfile(stem.with_suffix(suffix), tmp)
-    return stem
-
-
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buf[i]
-        value |= (byte & 0x7F) << shift
-        i, shift = i + 1, shift + 7
-        if not byte & 0x80:
-            return value, i
-
-
-def _relink_solverstate(src: Path, dst: Path, learned_net: str) -> None:
-    """Copy Caffe's solverstate `src` to `dst` (atomically) with its learned_net replaced.
-
-    Caffe serialises SolverState in field order, iter (1) then learned_net (2), then the history (3), which is as
-    large as the weights: only the head is rewritten and the history is copied as bytes, so a snapshot costs no
-    second in-memory copy of it. Any other layout is rewritten through caffe_pb2."""
-    from caffe.proto import caffe_pb2
-
-    name = learned_net.encode()
-    with open(src, "rb") as f:
-        head = f.read(1 << 16)
-        try:
-            tag, i = _varint(head, 0)
-            _, i = _varint(head, i) if tag == 0x08 else (None, -1)
-            tag, j = _varint(head, i) if i > 0 else (None, -1)
-            length, j = _varint(head, j) if tag == 0x12 else (0, -1)
-        except IndexError:
-            j = -1
-        with atomic_path(dst) as tmp:
-            with open(tmp, "wb") as out:
-                if j > 0:
-                    size, k = bytearray(), len(name)
-                    while True:
-                        size.append((k & 0x7F) | (0x80 if k > 0x7F else 0))
-                        k >>= 7
-                        if not k:
-                            break
-                    out.write(head[:i] + b"\x12" + bytes(size) + name)
-                    f.seek(j + length)
-                    shutil.copyfileobj(f, out, 1 << 20)
-                else:
-                    f.seek(0)
-                    state = caffe_pb2.SolverState()
-                    state.ParseFromString(f.read())
-                    state.learned_net = learned_net
-                    out.write(state.SerializeToString())
-
-
-def _snapshot_candidates(run: Path) -> list[tuple[int, Path]]:
-    found = []
-    for path in (run / "snapshots").glob("iter_iter_*.solverstate"):
-        try:
-            found.append((int(path.stem.rsplit("_", 1)[1]), path))
-        except ValueError:
-            pass
-    return sorted(found, reverse=True)
-
-
-def check_snapshot(path: Path, net) -> tuple[int, dict]:
-    """(iteration, state) of an intact snapshot of `net`; RunError saying what is wrong otherwise."""
-    from caffe.proto import caffe_pb2
-    from google.protobuf.message import DecodeError
-
-    from tools.nets import WeightsError, check_weights
-
-    solver_state = caffe_pb2.SolverState()
-    try:
-        solver_state.ParseFromString(path.read_bytes())
-    except (OSError, DecodeError, RuntimeError, ValueError):
-        raise RunError(f"{path.name} does not parse (torn or corrupt)") from None
-    expected = [b.data.size for blobs in net.params.values() for b in blobs]
-    history = [len(h.data) for h in solver_state.history]
-    if history != expected:
-        raise RunError(f"{path.name} holds {len(history)} solver history blobs, the net has {len(expected)} "
-                       "learnable blobs of other sizes (torn, or another net)")
-    weights = Path(solver_state.learned_net)
-    if not weights.is_file():
-        raise RunError(f"{path.name}: its weights {weights.name} are missing")
-    try:
-        check_weights(net, weights)
-    except WeightsError as e:
-        raise RunError(f"{path.name}: {e}") from None
-    state_path = path.with_name(path.stem + ".state.json")
-    try:
-        state = json.loads(state_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise RunError(f"{path.name}: its state {state_path.name} is missing or torn") from None
-    if solver_state.iter != state.get("iteration"):
-        raise RunError(f"{path.name}: solver at iteration {solver_state.iter}, state at {state.get('iteration')}")
-    return solver_state.iter, state
 
 
 RUN_OUTPUTS = ("config.json", "provenance.json", "state.json", "scalars.jsonl", "train.log", "curve.png",
@@ -468,11 +294,11 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, max_iter: int | Non
         return caffe.SGDSolver(str(paths["solver"])), paths
 
     solver, messages = None, []
-    for iteration, candidate in (_snapshot_candidates(run) if continuing else []):
+    for iteration, candidate in (snapshot_candidates(run) if continuing else []):
         solver, paths = open_solver(iteration)
         try:
             it, snap_state = check_snapshot(candidate, solver.net)
-        except RunError as e:
+        except SnapshotError as e:
             messages.append(f"[train] skipped snapshot {e}")
             solver = None
             continue
@@ -528,7 +354,7 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, max_iter: int | Non
             return None
 
         before, started = peak_rss_mb(), time.perf_counter()
-        stem = _stem(run, it)
+        stem = snapshot_stem(run, it)
         solver = None
         gc.collect()
         v = validator(stem.with_suffix(".caffemodel"), it, save_if_better)
@@ -576,13 +402,13 @@ def train(cfg: TrainConfig, run: Path, resume: bool = False, max_iter: int | Non
                 losses, t_last = [], now
             val_due = validator is not None and due(it, cfg.val_every)
             if due(it, cfg.snapshot_every) or val_due or stop["signal"]:
-                _commit_snapshot(solver, run, state)
+                commit_snapshot(solver, run, state)
                 snapped = it
             if val_due:
                 validate(it)
             write_text_atomic(state_path, json.dumps(state, indent=2))
         if stop["signal"] and snapped != solver.iter:
-            _commit_snapshot(solver, run, state)
+            commit_snapshot(solver, run, state)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -619,43 +445,6 @@ def _dataset_size(source: str) -> int:
 def _hms(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def plot_curve(run: Path) -> Path | None:
-    """curve.png: training loss and validation accuracy against iterations."""
-    path = run / "scalars.jsonl"
-    if not path.is_file():
-        return None
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    train_r = [r for r in records if "loss" in r]
-    val_r = [r for r in records if "val_global_accuracy" in r]
-    if not train_r:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.plot([r["iteration"] for r in train_r], [r["loss"] for r in train_r], color="tab:blue", label="train loss")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss", color="tab:blue")
-    if val_r:
-        ax2 = ax.twinx()
-        for key, colour in (("val_global_accuracy", "tab:green"), ("val_class_average_accuracy", "tab:orange"),
-                            ("val_mean_iou", "tab:red")):
-            ax2.plot([r["iteration"] for r in val_r], [100 * r[key] for r in val_r], "o-", color=colour,
-                     label=key.replace("val_", "val ").replace("_", " "))
-        ax2.set_ylabel("validation (%)")
-        ax2.set_ylim(0, 100)
-        ax2.legend(loc="lower right", fontsize=8)
-    ax.set_title(run.name)
-    fig.tight_layout()
-    out = run / "curve.png"
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -696,7 +485,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     from prototxt.protocol import settings as protocol_settings
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    settings = protocol_settings(args.arch) if args.arch in ARCHES else {}  # an unknown arch: check() says so
+    settings = protocol_settings(args.arch) if args.arch in ARCHS else {}  # an unknown arch: check() says so
     settings.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
     return TrainConfig(**{k: v for k, v in settings.items() if k in fields})
 
