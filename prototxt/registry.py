@@ -132,14 +132,14 @@ ARCH_LIST = [
              "s8 p4, lr 0) and cropped to the input at offset 0 (pixel-centre resize convention; coord_map cannot "
              "express the half-pixel grid of 3x3 pad-1 pooling). DeepLab itself trained on labels subsampled by 8."]),
 ]
-ARCHES = {a.name: a for a in ARCH_LIST}
+ARCH_BY_NAME = {a.name: a for a in ARCH_LIST}
 ARCHS = [a.name for a in ARCH_LIST]
 
 
 def get(arch: str) -> Arch:
-    if arch not in ARCHES:
+    if arch not in ARCH_BY_NAME:
         raise OptionsError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
-    return ARCHES[arch]
+    return ARCH_BY_NAME[arch]
 
 
 def resolve(arch: str, opts: Options) -> Options:

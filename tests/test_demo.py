@@ -31,7 +31,7 @@ from PIL import Image
 
 from layers import mc_dropout
 from prototxt import Options, build_net
-from tests.conftest import ROOT, net_from_spec
+from tests.conftest import ROOT
 from tests.test_segment import hue_net, hue_spec
 from tools import camvid
 from tools.nets import load_net, net_from_param, read_weights

@@ -176,7 +176,7 @@ def test_split_list_locates_the_ground_truth(camvid_dir, tmp_path):
     labels = [label for _, label in camvid.read_list(camvid_dir, "test")]
     for label in labels:
         shutil.copy(label, pred / label.name)
-    result = evaluate.evaluate_split(pred, camvid_dir, "test", boundary=False)
+    result = evaluate.score_predictions(pred, camvid_dir, "test", boundary=False)
     assert result["num_images"] == len(labels) == 233
     assert result["global_accuracy"] == 1.0
     # Every class occurs in the CamVid test split, so C = mIoU = 1 (and the /11 rule equals nanmean).
@@ -193,7 +193,7 @@ def test_full_test_split_timing(camvid_dir, tmp_path):
         lab = np.roll(np.array(Image.open(label)), (2, 3), axis=(0, 1))
         Image.fromarray(np.where(lab == camvid.VOID, ROAD, lab).astype(np.uint8)).save(pred / label.name)
     t0 = time.perf_counter()
-    result = evaluate.evaluate_split(pred, camvid_dir, "test", workers=min(2, os.cpu_count() or 1))
+    result = evaluate.score_predictions(pred, camvid_dir, "test", workers=min(2, os.cpu_count() or 1))
     print(f"\nfull CamVid test split (233 images, BF included): {time.perf_counter() - t0:.1f} s")
     print(evaluate.format_table(result))
     assert 0.5 < result["boundary_f1"] < 1

@@ -19,7 +19,6 @@ from google.protobuf import text_format
 from prototxt import ARCHS, Options, bilinear_surgery, build_net, build_solver, count_params
 from prototxt.__main__ import main
 from prototxt.output import write_all
-from prototxt.registry import ARCHES
 from prototxt.surgery import bilinear_kernel
 from tests.conftest import ROOT, net_from_spec
 from tools import paper
@@ -35,7 +34,7 @@ EXPECTED_ARCHS = [
 # rounded the 1.049 M of deconvolutions to 1.0 M. Those two get 2.5 %, everything else 2 %.
 # The published counts, from the one copy of the paper's numbers (data/paper.json): the generators' nets are
 # counted here by walking their blobs (count_params), not by the registry that carries the figure.
-PAPER_PARAMS = {arch: paper.params(arch) for arch in ARCHES if paper.params(arch) is not None}
+PAPER_PARAMS = {arch: paper.params(arch) for arch in ARCHS if paper.params(arch) is not None}
 TOLERANCE = {"fcn-basic-no-dim-reduction": 0.025, "fcn-basic-no-addition-no-dim-reduction": 0.025}
 
 # SegNet-Tutorial Models/segnet_train.prototxt and segnet_basic_train.prototxt (docs/paper.md §7.1, §7.2).

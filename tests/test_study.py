@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import re
 import signal
 import subprocess
@@ -199,4 +198,7 @@ def test_compare_two_runs(smoke_study, camvid_dir, tmp_path):
         assert 100 * summary["metrics"][label]["global_accuracy"] == pytest.approx(g[label], abs=1e-6)
     md = (tmp_path / "comparison.md").read_text()
     assert f"| G | {g['nf']:.2f} | {g['mfb']:.2f} | {g['mfb'] - g['nf']:+.2f} |" in md
-    assert md.count("\n| ") == 1 + 4 + 1 + 11  # header, G C mIoU BF, per-class header, 11 classes
+    assert md.count("\n| ") == 1 + 4 + 1 + 1 + 11  # header, G C mIoU BF, s / image, per-class header, 11 classes
+    # A folder with a metrics.json (a run's eval/test-mcN) stands for that scoring.
+    again = study.compare({"folder": runs["nf"] / "eval" / "test"}, tmp_path / "again", "one folder")
+    assert 100 * again["metrics"]["folder"]["global_accuracy"] == pytest.approx(g["nf"], abs=1e-6)

@@ -6,7 +6,7 @@
 
 Predictions are single-channel label PNGs (0..10, or 11 = void; any other value is refused) named like the
 ground truth PNGs (CamVid `testannot/`); extra files in the prediction folder (e.g. tools.segment's
-`*_colour.png`) are ignored.  The metrics themselves live in `tools.metrics` (see there for how each is
+`*_colour.png`) are ignored.  The metrics themselves live in `tools.metrics` and `tools.boundary` (see there for how each is
 computed and every interpretation).
 """
 
@@ -24,8 +24,8 @@ import numpy as np
 from tqdm import tqdm
 
 from tools import camvid
-from tools.metrics import (AVERAGE_RULES, BF_RULES, BF_TOLERANCE, BF_VOID_MODES, BoundaryStats,
-                           MetricAccumulator, boundary_stats, confusion_matrix)
+from tools.boundary import BF_RULES, BF_TOLERANCE, BF_VOID_MODES, BoundaryStats, boundary_stats
+from tools.metrics import AVERAGE_RULES, MetricAccumulator, confusion_matrix
 from tools.runio import atomic_path, fail, write_text_atomic
 
 
@@ -197,7 +197,7 @@ def evaluate_dirs(pred_dir: Path | str, gt_dir: Path | str, **options) -> dict:
     return evaluate_files(match_files(pred_dir, gts), **options)
 
 
-def evaluate_split(pred_dir: Path | str, camvid_dir: Path | str, split: str = "test", **options) -> dict:
+def score_predictions(pred_dir: Path | str, camvid_dir: Path | str, split: str = "test", **options) -> dict:
     """The ground truth of a CamVid split list (tools.camvid.read_list) against `pred_dir / <label name>`."""
     labels = [label for _, label in camvid.read_list(camvid_dir, split)]
     return evaluate_files(match_files(pred_dir, labels), **options)
@@ -345,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.gt is not None:
             result = evaluate_dirs(args.pred, args.gt, **options)
         else:
-            result = evaluate_split(args.pred, args.camvid, args.split, **options)
+            result = score_predictions(args.pred, args.camvid, args.split, **options)
         if args.out is not None:
             write_outputs(result, args.out)
     except (EvaluationError, camvid.CamVidError, OSError) as e:
