@@ -21,8 +21,10 @@ help:
 	@echo "make setup          build BVLC Caffe (cached) and .venv"
 	@echo "make test           set up, then run the test suite (CAMVID_DIR=path/to/CamVid)"
 	@echo "make camvid-train   ARCH=$(ARCH) PRESET=$(PRESET) CAMVID=$(CAMVID) RUN=$(RUN): LMDB, train, BN stats, evaluate"
-	@echo "                    (same command again: resumes and finishes; RESTART=1 starts over; BATCH= ITER_SIZE=)"
-	@echo "make camvid-test    ARCH=... WEIGHTS=... [DEPLOY=... | HEIGHT= WIDTH=]: evaluate on the CamVid test split"
+	@echo "                    (same command again: resumes and finishes; RESTART=1 starts over; BATCH= ITER_SIZE=;"
+	@echo "                    DROPOUT=1: Bayesian SegNet's dropout)"
+	@echo "make camvid-test    ARCH=... WEIGHTS=... [DEPLOY=... | HEIGHT= WIDTH=] [SAMPLES=N]: evaluate on the CamVid"
+	@echo "                    test split (SAMPLES: Monte Carlo dropout of a DROPOUT=1 run, into RUN/eval/test-mcN)"
 	@echo "make prototxt       regenerate prototxt/models/*"
 	@echo "make demo           the web demo on 127.0.0.1:8000 (RUN=... or WEIGHTS=... DEPLOY=...; docs/demo.md)"
 	@echo "make presets        the protocol table: every preset's settings for each architecture family"
@@ -57,12 +59,13 @@ camvid-train: setup
 	$(PY) -m tools.camvid_pipeline train --arch $(ARCH) --preset $(PRESET) --camvid $(CAMVID) --run $(RUN) \
 		$(if $(INIT_WEIGHTS),--init-weights $(INIT_WEIGHTS)) $(if $(CLASS_WEIGHTS),--class-weights $(CLASS_WEIGHTS)) \
 		$(if $(BATCH),--batch $(BATCH)) $(if $(ITER_SIZE),--iter-size $(ITER_SIZE)) \
-		$(if $(MAX_ITER),--max-iter $(MAX_ITER)) $(if $(RESTART),--restart)
+		$(if $(MAX_ITER),--max-iter $(MAX_ITER)) $(if $(RESTART),--restart) $(if $(DROPOUT),--dropout)
 
 # Scores at the resolution the weights were trained at: their run folder's, DEPLOY's, or HEIGHT x WIDTH.
 camvid-test: setup
 	$(PY) -m tools.camvid_pipeline test --arch $(ARCH) --weights $(WEIGHTS) --camvid $(CAMVID) --run $(RUN) \
-		$(if $(DEPLOY),--deploy $(DEPLOY)) $(if $(HEIGHT),--height $(HEIGHT)) $(if $(WIDTH),--width $(WIDTH))
+		$(if $(DEPLOY),--deploy $(DEPLOY)) $(if $(HEIGHT),--height $(HEIGHT)) $(if $(WIDTH),--width $(WIDTH)) \
+		$(if $(SAMPLES),--samples $(SAMPLES))
 
 # The controlled benchmark: one run folder per (variant, weighting) under $(RESULTS)/table1-$(PRESET), made by the
 # same pipeline as camvid-train; the same command again skips finished runs and resumes the others. ARCHS=a,b or

@@ -436,6 +436,54 @@ def test_camvid_test_scores_at_the_training_resolution(camvid_dir, tmp_path):
     assert "DEPLOY=" in refused.stderr.strip().splitlines()[-1]
 
 
+def test_pipeline_scores_monte_carlo_dropout(camvid_dir, tmp_path):
+    """`make camvid-train DROPOUT=1` trains with Bayesian SegNet's dropout; `make camvid-test SAMPLES=3` writes
+    eval/test-mc3, whose PNGs are the mean of 3 sampled softmax outputs (tools.segment.sample_probabilities,
+    checked against NumPy in test_mc_dropout.py) upsampled by PyTorch's bilinear interpolation and arg-maxed, and
+    whose metrics are compute_test_results.m's on those PNGs; samples and seed are recorded."""
+    import cv2
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from tools.camvid import read_list
+    from tools.segment import load_net, sample_probabilities
+
+    run = tmp_path / "run"
+    env = dict(os.environ, GLOG_minloglevel="2")
+    base = [sys.executable, "-m", "tools.camvid_pipeline"]
+    trained = subprocess.run(base + ["train", "--dropout", "--camvid", str(camvid_dir), "--run", str(run),
+                                     "--max-iter", "1", "--batch", "2", "--height", str(H), "--width", str(W),
+                                     "--limit", "2"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert json.loads((run / "config.json").read_text())["dropout"] is True
+    deploy = run / "net" / "deploy.prototxt"
+    assert 'type: "Dropout"' in deploy.read_text()
+    scored = subprocess.run(base + ["test", "--camvid", str(camvid_dir), "--run", str(run), "--weights",
+                                    str(run / "inference.caffemodel"), "--limit", "2", "--samples", "3", "--seed", "5"],
+                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    folder = run / "eval" / "test-mc3"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert (metrics["samples"], metrics["seed"], metrics["num_images"]) == (3, 5, 2)
+    assert metrics["predict_seconds_per_image"] > 0
+    net = load_net(deploy, run / "inference.caffemodel", sampling=True)
+    pairs = []
+    for image_path, label_path in read_list(camvid_dir, "test")[:2]:
+        mean, _ = sample_probabilities(net, cv2.imread(str(image_path)), 3, seed=5)
+        gt = np.array(Image.open(label_path))
+        pred = np.array(Image.open(folder / "predictions" / label_path.name))
+        up = F.interpolate(torch.from_numpy(mean[None].astype(np.float64)), size=gt.shape, mode="bilinear",
+                           align_corners=False)[0].numpy()
+        top2 = np.sort(up, axis=0)[-2:]
+        clear = top2[1] - top2[0] > 1e-5
+        assert clear.mean() > 0.99 and (pred[clear] == up.argmax(axis=0)[clear]).all(), label_path.name
+        pairs.append((gt, pred))
+    expected = compute_test_results(pairs)
+    for key in ("global_accuracy", "class_average_accuracy", "mean_iou"):
+        assert metrics[key] == pytest.approx(expected[key], rel=1e-12), key
+
+
 @pytest.mark.parametrize("arch,lr,weights", [
     ("segnet", 1e-3, "none"),            # the paper's deep benchmark: SGD lr 1e-3, no class balancing (§4, Table 3)
     ("segnet-basic", 0.1, "published"),  # Table 1: lr 0.1, median-frequency balancing

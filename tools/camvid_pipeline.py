@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -60,27 +61,32 @@ def ensure_lmdb(camvid: Path, split: str, out: Path, height: int, width: int) ->
     return out
 
 
-def evaluate_split(deploy: Path, weights: Path, camvid: Path, split: str, out: Path,
-                   limit: int | None = None, boundary: bool = True) -> dict:
-    """Predict every image of a split, write label PNGs, score them with the paper's metrics."""
+def predict_and_score(deploy: Path, weights: Path, camvid: Path, split: str, out: Path,
+                   limit: int | None = None, boundary: bool = True, samples: int = 0, seed: int = 0) -> dict:
+    """Predict every image of a split, write label PNGs, score them with the paper's metrics.
+
+    samples=N >= 1: Bayesian SegNet's Monte Carlo dropout (tools.segment.predict_image with N samples, masks
+    seeded per image from `seed`); 0: the deterministic pass every other score uses."""
     import cv2
     from tqdm import tqdm
 
     from tools import evaluate
     from tools.camvid import read_image, read_label, read_list
-    from tools.nets import load_net
-    from tools.segment import predict
+    from tools.segment import load_net, predict_image
 
     pairs = read_list(camvid, split)[:limit]
     set_caffe_mode()
-    net = load_net(deploy, weights)
+    net = load_net(deploy, weights, sampling=samples > 0)
     pred_dir = out / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)
+    seconds = []
 
     for n, (image_path, label_path) in enumerate(tqdm(pairs, desc=f"predict {split}", unit="img",
                                                       file=sys.stderr, disable=None), 1):
         image, gt = read_image(image_path), read_label(label_path)
-        labels = predict(net, image, upsample="bilinear")
+        prediction = predict_image(net, image, upsample="bilinear", samples=samples, seed=seed)
+        labels = prediction.labels
+        seconds.append(prediction.seconds)
         if labels.shape != gt.shape:
             raise ValueError(f"{image_path}: image is {labels.shape}, its label {label_path} is {gt.shape}")
         with atomic_path(pred_dir / label_path.name) as tmp:  # tmp ends in .png, as OpenCV needs
@@ -92,7 +98,9 @@ def evaluate_split(deploy: Path, weights: Path, camvid: Path, split: str, out: P
     result = evaluate.evaluate_files([(gt, pred_dir / gt.name) for _, gt in pairs], workers=2, progress=True,
                                      boundary=boundary)
     result["seconds"] = time.perf_counter() - t0
-    result.update(split=split, images=len(pairs), weights=str(weights), model=str(deploy))
+    result.update(split=split, images=len(pairs), weights=str(weights), model=str(deploy), samples=samples,
+                  seed=seed if samples else None, predict_seconds_per_image=statistics.median(seconds) if seconds else None,
+                  predict_load=os.getloadavg()[0])
     evaluate.plot_confusion(result, out / "confusion.png")
     table = evaluate.format_table(result)
     write_text_atomic(out / "metrics.txt", table + "\n")
@@ -110,6 +118,8 @@ def pipeline_config(args):
     for key in ("max_iter", "batch", "iter_size", "height", "width", "class_weights"):
         if getattr(args, key, None) is not None:
             p[key] = getattr(args, key)
+    if getattr(args, "dropout", False):
+        p["dropout"] = True
     run = args.run.resolve()
     lmdb = args.lmdb.resolve() if getattr(args, "lmdb", None) else run / "lmdb"
     cfg = TrainConfig(arch=args.arch, train_source=str(lmdb / "train"), val_source=str(lmdb / "val"),
@@ -181,7 +191,7 @@ def _run_train(args) -> int:
     t2 = time.perf_counter()
     if not (run / "inference.caffemodel").is_file() or not (run / "deploy_folded.caffemodel").is_file():
         if state["best_val_global_accuracy"] is not None:
-            # The validation that chose best.caffemodel already put full-pass statistics (tools.train.Validator,
+            # The validation that chose best.caffemodel already put full-pass statistics (tools.validation.Validator,
             # the same rule and data) into it: no second pass, only the folded deploy pair.
             net = load_net(deploy, best)
             bn_stats.write_folded(load_net_param(deploy), net, run / "deploy_folded.caffemodel")
@@ -198,13 +208,13 @@ def _run_train(args) -> int:
     if metrics_path.is_file():  # scored before an interruption (metrics.json is the stage's last write)
         result = json.loads(metrics_path.read_text())
     else:
-        result = evaluate_split(deploy, run / "inference.caffemodel", camvid, "test", run / "eval" / "test",
+        result = predict_and_score(deploy, run / "inference.caffemodel", camvid, "test", run / "eval" / "test",
                                 limit=args.limit)
         stage_done("evaluate_s", time.perf_counter() - t3)
     if args.eval_train and not (run / "eval" / "train" / "metrics.json").is_file():
         # The paper's Train columns (Table 1): G, C and mIoU of the same model on the training split; no BF.
         t4 = time.perf_counter()
-        evaluate_split(deploy, run / "inference.caffemodel", camvid, "train", run / "eval" / "train",
+        predict_and_score(deploy, run / "inference.caffemodel", camvid, "train", run / "eval" / "train",
                        limit=args.limit, boundary=False)
         stage_done("evaluate_train_s", time.perf_counter() - t4)
     timings["total_s"] = time.perf_counter() - t0
@@ -257,11 +267,15 @@ def run_test(args) -> int:
         fail(TOOL, f"{args.weights}: weights not found")
     if args.limit is not None and args.limit < 1:
         fail(TOOL, f"--limit must be >= 1, got {args.limit}")
+    if args.samples < 0:
+        fail(TOOL, f"--samples must be >= 0, got {args.samples}")
     deploy, source = test_resolution(args)
-    log(f"[pipeline] scoring {args.weights} with {deploy} ({source})")
+    log(f"[pipeline] scoring {args.weights} with {deploy} ({source})"
+        + (f", Monte Carlo dropout over {args.samples} samples" if args.samples else ""))
     _interruptible()
-    result = evaluate_split(deploy, args.weights, args.camvid.resolve(), args.split, args.run.resolve() / "eval" /
-                            args.split, limit=args.limit)
+    folder = args.split + (f"-mc{args.samples}" if args.samples else "")
+    result = predict_and_score(deploy, args.weights, args.camvid.resolve(), args.split, args.run.resolve() / "eval" /
+                            folder, limit=args.limit, samples=args.samples, seed=args.seed)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
@@ -296,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="start even when the estimated memory exceeds what the machine has free")
     t.add_argument("--lmdb", type=Path, help="folder of the train/ and val/ LMDBs, shared by runs at the same "
                    "size (default: RUN/lmdb)")
+    t.add_argument("--dropout", action="store_true", help="Bayesian SegNet: dropout 0.5 where Bayesian SegNet puts "
+                   "it (the run's evaluation is the deterministic pass; `test --samples N` scores Monte Carlo dropout)")
     t.add_argument("--eval-train", action="store_true", help="also score the training split (G, C, mIoU: the "
                    "paper's Table 1 Train columns) into RUN/eval/train")
     e = sub.choices["test"]
@@ -303,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--deploy", type=Path, help="deploy prototxt matching --weights (default: the run folder's "
                    "the weights belong to; tools.convert_weights writes one next to a converted model)")
     e.add_argument("--split", default="test", choices=SPLITS)
+    e.add_argument("--samples", type=int, default=0, help="Monte Carlo dropout samples per image (a net trained with "
+                   "--dropout; Bayesian SegNet used 40); results go to RUN/eval/SPLIT-mcN (default 0: one "
+                   "deterministic pass, RUN/eval/SPLIT)")
+    e.add_argument("--seed", type=int, default=0, help="dropout masks' seed with --samples (default 0)")
     args = parser.parse_args(argv)
     console_logging()
     from tools.nets import WeightsError

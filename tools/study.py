@@ -195,7 +195,7 @@ def architecture_columns(arch: str, results: Path) -> dict:
     import caffe
 
     from prototxt import count_params
-    from tools import benchmark
+    from tools import benchmark_measure as benchmark
     from tools.nets import net_from_param
 
     deploy = benchmark.net_param(arch, "deploy", 1, 64, 96)
@@ -416,12 +416,14 @@ def _plot(r: dict, path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ two runs
 def compare(runs: dict[str, Path], out: Path, title: str) -> dict:
     """The test metrics of a few finished run folders side by side, per class and overall, with the difference
-    of each to the first (e.g. the label-alignment measurement): out/comparison.{md,json}."""
+    of each to the first (e.g. the label-alignment measurement): out/comparison.{md,json}. A folder holding a
+    metrics.json itself (e.g. a run's eval/test-mc40, Monte Carlo dropout) stands for that scoring."""
     results = {}
     for label, run in runs.items():
-        path = run / "eval" / "test" / "metrics.json"
+        path = run / "metrics.json" if (run / "metrics.json").is_file() else run / "eval" / "test" / "metrics.json"
         if not path.is_file():
-            raise StudyError(f"{run}: not a finished run (no eval/test/metrics.json)")
+            raise StudyError(f"{run}: not a finished run (no eval/test/metrics.json) nor a scored folder "
+                             "(no metrics.json)")
         results[label] = json.loads(path.read_text())
     labels = list(results)
     first = results[labels[0]]
@@ -434,6 +436,12 @@ def compare(runs: dict[str, Path], out: Path, title: str) -> dict:
         values = [100 * results[label][key] for label in labels]
         diff = f" | {values[1] - values[0]:+.2f}" if len(values) == 2 else ""
         lines.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in values) + diff + " |")
+    if all(results[label].get("predict_seconds_per_image") for label in labels):
+        lines.append("| s / image (load) | " + " | ".join(
+            f"{results[label]['predict_seconds_per_image']:.2f} ({results[label].get('predict_load', 0):.1f})"
+            for label in labels) + (" | |" if len(labels) == 2 else " |"))
+        lines += ["", "s / image: the median time to predict one test image (resize, forward passes, upsampling to "
+                  "360×480), with the load average when the scoring ended."]
     lines += ["", "Per class, IoU / BF (%):", "", "| class | " + " | ".join(labels) + " |",
               "|---|" + "---:|" * len(labels)]
     for i, c in enumerate(first.get("per_class", [])):
@@ -442,7 +450,9 @@ def compare(runs: dict[str, Path], out: Path, title: str) -> dict:
         lines.append(f"| {c['name']} | " + " | ".join(cells) + " |")
     summary = {"title": title, "runs": {label: str(run) for label, run in runs.items()},
                "metrics": {label: {k: results[label][k] for k in ("global_accuracy", "class_average_accuracy",
-                                                                   "mean_iou", "boundary_f1")} for label in labels},
+                                                                   "mean_iou", "boundary_f1")}
+                           | {k: results[label].get(k) for k in ("samples", "predict_seconds_per_image", "predict_load")}
+                           for label in labels},
                "machine": machine()}
     write_text_atomic(out / "comparison.md", "\n".join(lines) + "\n")
     write_text_atomic(out / "comparison.json", json.dumps(summary, indent=2) + "\n")
@@ -477,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--init-weights", help="VGG16 caffemodel for Table 3's encoders")
     r.add_argument("--no-report", dest="report", action="store_false", help="train only")
     c = sub.add_parser("compare", help="test metrics of finished run folders side by side")
-    c.add_argument("runs", nargs="+", metavar="LABEL=RUN", help="a label and a finished run folder")
+    c.add_argument("runs", nargs="+", metavar="LABEL=RUN", help="a label and a finished run folder (its eval/test), "
+                   "or a folder with a metrics.json (e.g. RUN/eval/test-mc40)")
     c.add_argument("--out", type=Path, required=True, help="folder for comparison.md and comparison.json")
     c.add_argument("--title", default="Runs compared")
     args = parser.parse_args(argv)
