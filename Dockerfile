@@ -104,13 +104,14 @@ COPY --from=build /segnet-bvlc/pyproject.toml /segnet-bvlc/pyproject.toml
 COPY --from=build /segnet-bvlc/tools/install_caffe.sh /segnet-bvlc/tools/install_caffe.sh
 COPY --from=build /segnet-bvlc/layers /segnet-bvlc/layers
 
-# Python (no -dev), make, the CA store for pip, and the install step once more with --runtime-only: it installs the
-# run-time libraries the compiled Caffe links against, finds .venv up to date and Caffe in the cache (it never
-# compiles), and links them (its last check imports caffe).
+# Python (no -dev), make, the CA store for pip, libatomic1 (30 kB: the node driver of playwright, which `make test`
+# installs with the test extra, needs it; hosts have it through their compilers), and the install step once more
+# with --runtime-only: it installs the run-time libraries the compiled Caffe links against, finds .venv up to date
+# and Caffe in the cache (it never compiles), and links them (its last check imports caffe).
 # hadolint ignore=DL3008
 RUN sed -i 's/^Components: main$/Components: main contrib non-free/' /etc/apt/sources.list.d/debian.sources \
  && apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates make python3 \
+ && apt-get install -y --no-install-recommends ca-certificates make python3 libatomic1 \
  && if [ "$CAFFE_BUILD" = cuda ]; then bash tools/install_caffe.sh --runtime-only --cuda; \
     else bash tools/install_caffe.sh --runtime-only; fi \
  && apt-get clean \

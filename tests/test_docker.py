@@ -116,6 +116,54 @@ def test_final_stage_installs_only_runtime_packages_and_keeps_no_caches():
     assert entry and "/segnet-bvlc/tools/docker_entrypoint.sh" in entry[0]
 
 
+def dockerignore_excludes(patterns: list[str], path: str) -> bool:
+    """Docker's .dockerignore rule: the last pattern that matches the path, or one of its parent folders, decides;
+    `!` re-includes. Patterns use *, ? and ** (any number of folders)."""
+    def regex(pattern):
+        out, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out, i = out + "(?:.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                out, i = out + ".*", i + 2
+            elif pattern[i] == "*":
+                out, i = out + "[^/]*", i + 1
+            elif pattern[i] == "?":
+                out, i = out + "[^/]", i + 1
+            else:
+                out, i = out + re.escape(pattern[i]), i + 1
+        return re.compile(out)
+    parts = path.strip("/").split("/")
+    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    excluded = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        rx = regex(pattern.lstrip("!").strip("/"))
+        if any(rx.fullmatch(p) for p in prefixes):
+            excluded = not negate
+    return excluded
+
+
+def test_build_context_has_what_the_docs_and_tests_read_and_no_local_state():
+    """What README/docs link to (committed results included: a test reads results/memory) goes into the image;
+    the local environment, data, runs and git history do not."""
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    linked = set()
+    for doc in [ROOT / "README.md", ROOT / "tests" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+            if not re.match(r"[a-z]+:", target):
+                linked.add((doc.parent / target).resolve().relative_to(ROOT).as_posix())
+    needed = linked | {"results/memory/memory.json", "Dockerfile", "Makefile", "pyproject.toml",
+                       "tools/docker_entrypoint.sh", "tests/test_docker.py", "data/camvid.json"}
+    assert not [p for p in sorted(needed) if dockerignore_excludes(patterns, p)]
+    for local in (".git/HEAD", ".venv/bin/python", "runs/x/last.caffemodel", "data/CamVid/train.txt",
+                  "data/lmdb/train/data.mdb", "results/benchmark/benchmark.json", "tools/__pycache__/nets.pyc",
+                  "results/table1-quick/run/snapshots/iter_100.caffemodel", "results/x/lmdb/train/data.mdb",
+                  "results/x/best.caffemodel"):
+        assert dockerignore_excludes(patterns, local), local
+
+
 # ------------------------------------------------------------------------------------------ Makefile
 def make_n(*args: str) -> str:
     # Not the calling make's variables (`make test CAMVID_DIR=...` passes them down in MAKEFLAGS) nor the image's
@@ -322,10 +370,10 @@ def test_host_pip_settings_are_translated_for_build_and_run(tmp_path):
 
 def test_benchmark_records_unknown_commit_without_git(monkeypatch, tmp_path):
     """The image has no git: `make benchmark` records the project commit as "unknown" instead of failing."""
-    from tools import benchmark
+    from tools import benchmark_measure
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no git (nor anything else) on PATH
-    assert benchmark.machine_info(None)["project_commit"] == "unknown"
+    assert benchmark_measure.machine_info(None)["project_commit"] == "unknown"
 
 
 # ------------------------------------------------------------------------------------------ slow: real nvcc
@@ -389,3 +437,17 @@ def test_cuda_build_configures_with_this_nvcc(tmp_path):
     assert {"sm_80", "sm_86", "sm_89", "sm_90", "compute_90"} <= set(archs), archs
     assert "sm_75" in archs or "sm_70" in archs
     assert re.search(r"cuDNN\s*:\s*Disabled", log)  # BVLC does not compile against cuDNN >= 8
+
+
+def test_readme_image_table_is_the_committed_summaries():
+    """The README's image sizes and build times are those `make docker-test` wrote into results/docker/."""
+    readme = (ROOT / "README.md").read_text()
+    for kind, row_start in (("cpu", "| `segnet-bvlc:cpu` |"), ("cuda", "| `segnet-bvlc` (CUDA)")):
+        summary = (ROOT / "results" / "docker" / f"summary-{kind}.txt").read_text()
+        size_gb = re.search(r"^image \S+: \d+ MB \(([0-9.]+) GB\)$", summary, re.M).group(1)
+        build_s = int(re.search(r"^time build \S+: (\d+) s$", summary, re.M).group(1))
+        row = next(line for line in readme.splitlines() if line.startswith(row_start))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == f"{size_gb} GB", (kind, cells[1], size_gb)
+        assert cells[3] == f"{round(build_s / 60)} min", (kind, cells[3], build_s)
+        assert f"summary-{kind}.txt" in cells[4]
