@@ -31,7 +31,7 @@ help:
 	@echo "make table1         PRESET=quick|paper|smoke [WEIGHTING=nf|mfb|both] [ARCHS=a,b] [SHARD=i/n] [RESULTS=results]:"
 	@echo "                    train and score every Table 1 variant, report beside the paper (table3: deep nets)"
 	@echo "make table1-report  the report of what has finished (table3-report likewise)"
-	@echo "make benchmark      the paper's Table 1 / Table 6 comparison on this machine"
+	@echo "make benchmark      the paper's Table 1 / Table 6 comparison on this machine, PyTorch beside it (PEER=)"
 	@echo "make benchmark-memory  peak memory of training and validation, every architecture and preset"
 
 # EXTRAS: optional dependencies of pyproject.toml to install as well; `make test` (and test-slow, lint) set `test`
@@ -83,8 +83,12 @@ presets: setup
 table1-report table3-report: setup
 	$(PY) -m tools.study report --study $(@:-report=) --preset $(PRESET) --results $(RESULTS)
 
+# PEER=torch (default): each architecture in PyTorch too, on the same machine in the same run (tools.torch_peer;
+# PyTorch comes with the test extra); PEER= leaves it out.
+PEER ?= torch
+benchmark: EXTRAS = $(if $(PEER),test)
 benchmark: setup
-	$(PY) -m tools.benchmark --camvid $(CAMVID) --out results/benchmark
+	$(PY) -m tools.benchmark --camvid $(CAMVID) --out results/benchmark $(if $(PEER),--peer $(PEER))
 
 # Peak memory of training and validation, every architecture under both presets (the paper part takes an hour
 # on 2 cores; re-running measures only what is missing).

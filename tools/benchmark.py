@@ -56,9 +56,11 @@ def run(cfg: argparse.Namespace) -> dict:
     if cfg.camvid is not None and not (cfg.camvid / "train.txt").is_file():
         raise BenchmarkError(f"{cfg.camvid}: not a CamVid folder (no train.txt); omit --camvid to skip the data layer")
     start = time.perf_counter()
+    if cfg.peer == "torch" and cfg.gpu is not None:
+        raise BenchmarkError("--peer torch times PyTorch on the CPU: use it without --gpu")
     result: dict = {"machine": machine_info(cfg.gpu),
                     "config": {k: getattr(cfg, k) for k in ("height", "width", "repeats", "warmup", "cli_iterations",
-                                                           "train_batch", "quick", "gpu")} | {"archs": archs},
+                                                           "train_batch", "quick", "gpu", "peer")} | {"archs": archs},
                     "rows": []}
     with tempfile.TemporaryDirectory(prefix="segnet-bench-") as tmp:
         bar = tqdm(archs, desc="benchmark", unit="arch", file=sys.stderr, disable=not sys.stderr.isatty())
@@ -70,6 +72,10 @@ def run(cfg: argparse.Namespace) -> dict:
             log(f"{arch}: fwd {row['forward_ms']:.1f} ms, bwd {row['backward_ms']:.1f} ms, infer "
                 f"{row['infer_ms']:.1f} ms, {row['infer_mem_mib']:.0f} / {row['train_mem_mib']:.0f} MiB "
                 f"({time.perf_counter() - t:.0f} s)")
+    if cfg.peer == "torch":
+        from tools.benchmark_measure import torch_info
+
+        result["machine"]["torch"] = torch_info()
     if cfg.camvid is not None:
         result["data_layer"] = time_data_layer(cfg.camvid, cfg.height, cfg.width, cfg.repeats, cfg.warmup, cfg.gpu)
     result["ratios"] = summarise(result["rows"])
@@ -97,6 +103,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small input, one repeat, two architectures (tests)")
     parser.add_argument("--layer", choices=["upsample"],
                         help="instead: the layer micro-benchmark of tools.benchmark_layers")
+    parser.add_argument("--peer", choices=["torch"], help="also time each net's PyTorch twin (tools.torch_peer) on "
+                        "the same weights in the same run: forward, backward, SGD step, and Caffe's ratio to it")
     parser.add_argument("--json", action="store_true", help="print the result JSON on stdout")
     parser.add_argument("--child", choices=["infer", "train"], help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)

@@ -270,6 +270,8 @@ def measure(arch: str, cfg: argparse.Namespace, tmp: Path) -> dict:
     channels = {name: blob.data.shape[1] for name, blob in net.blobs.items() if blob.data.ndim == 4}
     row["storage_multiplier"] = storage_multiplier(deploy, channels)
     timing = time_layers(net, cfg.repeats, cfg.warmup)
+    if getattr(cfg, "peer", None) == "torch":  # right after Caffe's, same process, weights and inputs
+        row["torch"] = time_torch_peer(train, net, cfg.repeats, cfg.warmup)
     del net
     gc.collect()
     row.update(forward_ms=timing["forward_ms"], backward_ms=timing["backward_ms"],
@@ -288,6 +290,52 @@ def measure(arch: str, cfg: argparse.Namespace, tmp: Path) -> dict:
     train_child = run_child("train", arch, cfg.train_batch, cfg)
     row.update(train_mem_mib=train_child["peak_mib"], train_gpu_mib=train_child.get("gpu_mib"))
     return row
+
+
+# ------------------------------------------------------------------------------------------ the PyTorch peer
+def torch_info() -> dict:
+    """PyTorch's version, threads and the BLAS / CPU kernels its build uses (torch.__config__.show())."""
+    import torch
+
+    shown = torch.__config__.show()
+    keep = [line.strip(" -") for line in shown.splitlines() if "CPU capability" in line]
+    keep += re.findall(r"\b((?:BLAS_INFO|LAPACK_INFO|USE_MKLDNN|USE_OPENMP)=[^,]*)", shown)
+    return {"version": torch.__version__, "threads": torch.get_num_threads(), "config": keep}
+
+
+def time_torch_peer(param, net, repeats: int, warmup: int) -> dict:
+    """Forward, backward and a whole SGD step (momentum 0.9) of the net's PyTorch twin (tools.torch_peer), on the
+    caffe.Net's weights and inputs: medians over `repeats` after `warmup` steps, in ms."""
+    try:
+        import torch
+    except ImportError:
+        raise BenchmarkError("--peer torch needs PyTorch: `make setup EXTRAS=test` installs it") from None
+    from tools.torch_peer import PeerError, TorchPeer
+
+    try:
+        peer = TorchPeer(param)
+    except PeerError as e:
+        raise BenchmarkError(f"--peer torch: {e}") from None
+    peer.load_from_caffe(net)
+    inputs = {name: torch.from_numpy(net.blobs[name].data.copy()) for name in net.inputs}
+    (loss,) = [layer.top[0] for layer in peer.layers if layer.type == "SoftmaxWithLoss"]
+    optimiser = torch.optim.SGD(peer.parameters(), lr=1e-12, momentum=0.9)
+    fwd, bwd, step = [], [], []
+    for r in range(warmup + repeats):
+        optimiser.zero_grad()
+        t0 = time.perf_counter()
+        out = peer.forward(inputs)
+        t1 = time.perf_counter()
+        out[loss].backward()
+        t2 = time.perf_counter()
+        optimiser.step()
+        t3 = time.perf_counter()
+        if r >= warmup:
+            fwd.append((t1 - t0) * 1e3)
+            bwd.append((t2 - t1) * 1e3)
+            step.append((t3 - t0) * 1e3)
+    return {"forward_ms": statistics.median(fwd), "backward_ms": statistics.median(bwd),
+            "step_ms": statistics.median(step)}
 
 
 # ------------------------------------------------------------------------------------------ machine

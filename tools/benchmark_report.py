@@ -75,7 +75,7 @@ def markdown(result: dict) -> str:
     w(f"Machine: {m['cpu'] or '?'}, {m['cpus_usable']} usable CPUs, {m['memory_gib']} GiB; {m['os']}. "
       f"Caffe: BVLC {m['caffe_version']} {m['caffe_build']} build ({m['caffe_prefix']}), run in {m['mode']} mode"
       f"{' on ' + m['gpu'] if m['gpu'] else ''}. OpenBLAS threads: {ob.get('threads')} "
-      f"(OPENBLAS_NUM_THREADS={ob.get('OPENBLAS_NUM_THREADS')}). Python {m['python']}, numpy {m['numpy']}, "
+      f"(OPENBLAS_NUM_THREADS={ob.get('OPENBLAS_NUM_THREADS')}; {ob.get('config') or 'build unknown'}). Python {m['python']}, numpy {m['numpy']}, "
       f"protobuf {m['protobuf']}. Project commit {m['project_commit']}.\n\n")
     w(f"Input {cfg['height']}x{cfg['width']}, 11 classes; times are medians of {cfg['repeats']} passes after "
       f"{cfg['warmup']} warm-up; `caffe time` over {cfg['cli_iterations']} iterations; training memory at batch "
@@ -126,6 +126,21 @@ def markdown(result: dict) -> str:
         for x in ratios["table1"]:
             w(f"| {x['arch']} | {_f(x['params'][0], '{:.2f}')} / {x['params'][1]:.2f} | "
               f"{_f(x['infer_time'][0], '{:.2f}')} / {x['infer_time'][1]:.2f} |\n")
+    peers = [r for r in rows if r.get("torch")]
+    if peers:
+        t = m.get("torch", {})
+        w(f"\n## PyTorch on the same machine, same run (tools.torch_peer; PyTorch {t.get('version')}, "
+          f"{t.get('threads')} threads; {'; '.join(t.get('config', []))})\n\n")
+        w("The same generated TRAIN net at batch 1, its weights and inputs, in PyTorch (checked against Caffe's blobs "
+          "and gradients by tests/test_torch_peer.py). Caffe / PyTorch above 1 means Caffe is slower.\n\n")
+        w("| arch | Caffe fwd / bwd ms | PyTorch fwd / bwd ms | PyTorch SGD step ms | Caffe / PyTorch fwd | bwd | "
+          "fwd + bwd |\n|---|---:|---:|---:|---:|---:|---:|\n")
+        for r in peers:
+            p = r["torch"]
+            w(f"| {r['arch']} | {r['forward_ms']:.1f} / {r['backward_ms']:.1f} | {p['forward_ms']:.1f} / "
+              f"{p['backward_ms']:.1f} | {p['step_ms']:.1f} | {r['forward_ms'] / p['forward_ms']:.2f} | "
+              f"{r['backward_ms'] / p['backward_ms']:.2f} | "
+              f"{(r['forward_ms'] + r['backward_ms']) / (p['forward_ms'] + p['backward_ms']):.2f} |\n")
     seg = by.get("segnet") or next((r for r in rows if r["python_layers"]), None)
     if seg and seg["python_layers"]:
         w(f"\n## Cost of our Python layers in {seg['arch']} (TRAIN net, batch 1)\n\n")
@@ -150,7 +165,8 @@ def markdown(result: dict) -> str:
 CSV_FIELDS = ["arch", "params", "model_bytes", "forward_ms", "backward_ms", "caffe_time_forward_ms",
               "caffe_time_backward_ms", "infer_ms", "infer_mem_mib", "train_mem_mib", "storage_multiplier",
               "python_forward_share", "python_backward_share", "paper_params_m", "paper_storage", "paper_infer_ms",
-              "paper_forward_ms", "paper_backward_ms", "paper_train_mem_mb", "paper_infer_mem_mb", "paper_size_mb"]
+              "paper_forward_ms", "paper_backward_ms", "paper_train_mem_mb", "paper_infer_mem_mb", "paper_size_mb",
+              "torch_forward_ms", "torch_backward_ms", "torch_step_ms", "caffe_over_torch"]
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -161,11 +177,14 @@ def csv_text(rows: list[dict]) -> str:
         t1 = PAPER_TABLE1.get(r["arch"], (None, None, None))
         t6 = PAPER_TABLE6.get(r["arch"], (None,) * 5)
         ct = r.get("caffe_time") or {}
+        peer = r.get("torch") or {}
+        ratio = ((r["forward_ms"] + r["backward_ms"]) / (peer["forward_ms"] + peer["backward_ms"])) if peer else None
         writer.writerow({k: r.get(k) for k in CSV_FIELDS if k in r} | {
             "caffe_time_forward_ms": ct.get("forward_ms"), "caffe_time_backward_ms": ct.get("backward_ms"),
             "paper_params_m": t1[0], "paper_storage": t1[1], "paper_infer_ms": t1[2], "paper_forward_ms": t6[0],
             "paper_backward_ms": t6[1], "paper_train_mem_mb": t6[2], "paper_infer_mem_mb": t6[3],
-            "paper_size_mb": t6[4]})
+            "paper_size_mb": t6[4], "torch_forward_ms": peer.get("forward_ms"),
+            "torch_backward_ms": peer.get("backward_ms"), "torch_step_ms": peer.get("step_ms"), "caffe_over_torch": ratio})
     return out.getvalue()
 
 
