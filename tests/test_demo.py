@@ -404,3 +404,24 @@ def test_in_a_real_browser(server, pairs):
         finally:
             browser.close()
     assert not errors, errors
+
+
+def test_demo_measure_times_what_the_page_shows(server, camvid_dir, tmp_path):
+    """tools.demo_measure drives the same page in Chromium: one time per (sample count, image), medians that are
+    the medians of those times (statistics recomputed here), and a full-page JPEG screenshot of the page."""
+    out = tmp_path / "measured"
+    proc = subprocess.run([sys.executable, "-m", "tools.demo_measure", "--run", str(server["run"]), "--camvid",
+                           str(camvid_dir), "--samples", "0,2", "--images", "2", "--out", str(out)],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((out / "demo.json").read_text())
+    stems = [image.stem for image, _ in camvid.read_list(camvid_dir, "test")[:2]]
+    assert result["images"] == stems and sorted(result["seconds"]) == ["0", "2"]
+    for n, times in result["seconds"].items():
+        assert len(times) == 2 and all(t > 0 for t in times)
+        assert result["median_seconds"][n] == pytest.approx(sum(times) / 2)
+    shot = cv2.imread(str(out / "demo.jpg"))
+    assert shot is not None and shot.shape[1] == 1400 and shot.shape[0] > 1000
+    refused = subprocess.run([sys.executable, "-m", "tools.demo_measure", "--run", str(tmp_path), "--out", str(out)],
+                             cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "not a finished run folder" in refused.stderr.strip().splitlines()[-1]
