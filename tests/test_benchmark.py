@@ -103,7 +103,7 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(tmp_path, argv, messag
     out = tmp_path / "results"
     proc = subprocess.run([sys.executable, "-m", "tools.benchmark", "--quick", "--out", str(out), *argv],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(f"benchmark: error: {message}")
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["CamVid"]
 

@@ -254,7 +254,7 @@ def test_bad_input_cli_exits_nonzero_with_one_line(camvid_dir, tmp_path):
     out = tmp_path / "lmdb"
     run = subprocess.run([PY, "-m", "tools.camvid_to_lmdb", "--camvid", str(root), "--split", "train",
                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 1
+    assert run.returncode == 2
     errors = [line for line in run.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and name in errors[0]
     assert not out.exists() and _leftovers(tmp_path, "lmdb") == []

@@ -495,7 +495,7 @@ def test_command_line(tmp_path, basic_file):
             "--out", str(out), "--height", "45", "--width", "60"]
     refused = subprocess.run(base, cwd=ROOT, capture_output=True, text=True)
     assert refused.returncode != 0 and refused.stdout == ""
-    assert refused.stderr.strip().splitlines()[-1].startswith("tools.convert_weights: error: ")
+    assert refused.stderr.strip().splitlines()[-1].startswith("convert_weights: error: ")
     assert "--force" in refused.stderr and not out.parent.exists()
     done = subprocess.run(base + ["--force", "--json"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

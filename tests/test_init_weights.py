@@ -126,7 +126,7 @@ def test_command_line_refuses(thin_vgg, tmp_path):
     out = tmp_path / "init" / "segnet_vgg.caffemodel"
     refused = _cli(out, thin_vgg[0])
     assert refused.returncode != 0 and refused.stdout == "" and not out.parent.exists()
-    assert refused.stderr.strip().splitlines()[-1].startswith("tools.init_weights: error: ")
+    assert refused.stderr.strip().splitlines()[-1].startswith("init_weights: error: ")
 
 
 @pytest.mark.slow  # reads the 553 MB file again in a subprocess

@@ -151,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         result = run(args)
         write_outputs(result, args.out)
     except (BenchmarkError, EvaluationError) as e:
-        fail("benchmark", str(e), code=1)
+        fail("benchmark", str(e))
     except OSError as e:
-        fail("benchmark", f"{e.filename or args.out}: {e.strerror or e}", code=1)
+        fail("benchmark", f"{e.filename or args.out}: {e.strerror or e}")
     log(f"wrote {', '.join(str(args.out / f) for f in OUTPUTS)}")
     if args.json:
         print(json.dumps(result, indent=1))

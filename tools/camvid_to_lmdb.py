@@ -273,7 +273,7 @@ def _main(argv: list[str] | None) -> int:
             for error in result["errors"][:20]:
                 print(f"  {error}", file=sys.stderr)
     except (CamVidError, OSError) as error:
-        fail("camvid_to_lmdb", str(error), code=1)
+        fail("camvid_to_lmdb", str(error))
     except Interrupted as stop:
         what = (f"{args.out} was written, its verification stopped" if summary else
                 f"the partial output was removed, {args.out} is as it was")

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             write_infogain(weights, args.write_infogain)
             print(f"wrote {args.weights} weights as InfogainLoss H to {args.write_infogain}", file=sys.stderr)
     except (CamVidError, OSError) as error:
-        fail("class_weights", str(error), code=1)
+        fail("class_weights", str(error))
     if args.json:
         print(json.dumps(result, indent=1))
     return 0

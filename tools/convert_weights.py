@@ -53,7 +53,7 @@ from tools.caffemodel import (KNOWN_FILES, Caffemodel, ConvertError, SourceLayer
 from tools.runio import console_logging, fail, logger
 
 
-TOOL = "tools.convert_weights"
+TOOL = "convert_weights"
 log = logger("convert_weights").info
 
 

@@ -35,7 +35,7 @@ from tools.convert_weights import build_deploy
 from tools.nets import net_from_param
 from tools.runio import atomic_path, fail
 
-TOOL = "tools.init_weights"
+TOOL = "init_weights"
 VGG16_CONVS = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
                "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3")
 VGG16_FC = {"fc6": (4096, 512, 7, 7), "fc7": (4096, 4096, 1, 1)}

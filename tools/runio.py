@@ -61,7 +61,11 @@ def command_parser(tool: str, doc: str, epilog_from: int = 1, description_at: in
 
 
 def fail(tool: str, message: str, code: int = 2):
-    """The one-line reason every tool gives for bad input, then a non-zero exit."""
+    """The one-line reason every tool gives, `TOOL: error: MESSAGE` on stderr, then a non-zero exit.
+
+    The exit statuses of every `python -m tools.X`: 0 done; 2 an input, setting or folder that cannot be used (the
+    message names it; nothing was left half-written); 128 + N stopped by signal N (130: Ctrl-C), the same command
+    again finishes the work; 1 is left to Python itself (an unexpected error, which is a bug to report)."""
     print(f"{tool}: error: {message}", file=sys.stderr)
     raise SystemExit(code)
 
