@@ -164,6 +164,25 @@ def _metrics(path: Path) -> dict | None:
     return {k: (None if m.get(v) is None else round(100 * m[v], 2)) for k, v in METRICS.items()}
 
 
+def training_seconds(run: Path) -> float:
+    """Seconds a run spent training over all its starts, from scalars.jsonl: each logged interval's time per
+    iteration times its iterations, plus each validation's seconds. Iterations redone after a kill (those past the
+    last snapshot) count again: they are time the run took. timings.json's train_s counts only the starts that
+    ended normally, so a run killed at a session's end would look shorter than it was."""
+    log_every = json.loads((run / "config.json").read_text()).get("log_every", 1)
+    total, previous = 0.0, 0
+    for line in (run / "scalars.jsonl").read_text().splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        if "time_per_iter_s" in record:
+            step = record["iteration"] - previous if record["iteration"] > previous else log_every  # a new start
+            total += record["time_per_iter_s"] * step
+            previous = record["iteration"]
+        total += record.get("seconds", 0.0) if "val_global_accuracy" in record else 0.0
+    return total
+
+
 def collect(folder: Path, study: str) -> dict:
     """{arch: {weighting: {"test": {G, C, mIoU, BF}, "train": {G, C, mIoU}, "minutes": ..., "load": ...}}}
     for every finished run folder."""
@@ -181,7 +200,7 @@ def collect(folder: Path, study: str) -> dict:
             state = json.loads((run / "state.json").read_text()) if (run / "state.json").is_file() else {}
             table.setdefault(arch, {})[w] = {
                 "test": test, "train": train,
-                "train_minutes": round(timings.get("all_invocations_train_s", 0) / 60, 1),
+                "train_minutes": round(training_seconds(run) / 60, 1),
                 "other_minutes": round(sum(v for k, v in timings.items() if k.startswith("all_invocations_")
                                            and k != "all_invocations_train_s") / 60, 1),
                 "best_iteration": state.get("best_iteration"),
