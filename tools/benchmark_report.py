@@ -75,7 +75,8 @@ def markdown(result: dict) -> str:
     w(f"Machine: {m['cpu'] or '?'}, {m['cpus_usable']} usable CPUs, {m['memory_gib']} GiB; {m['os']}. "
       f"Caffe: BVLC {m['caffe_version']} {m['caffe_build']} build ({m['caffe_prefix']}), run in {m['mode']} mode"
       f"{' on ' + m['gpu'] if m['gpu'] else ''}. OpenBLAS threads: {ob.get('threads')} "
-      f"(OPENBLAS_NUM_THREADS={ob.get('OPENBLAS_NUM_THREADS')}; {ob.get('config') or 'build unknown'}). Python {m['python']}, numpy {m['numpy']}, "
+      f"(OPENBLAS_NUM_THREADS={ob.get('OPENBLAS_NUM_THREADS')}; {ob.get('config') or 'build unknown'}). "
+      f"Python {m['python']}, numpy {m['numpy']}, "
       f"protobuf {m['protobuf']}. Project commit {m['project_commit']}.\n\n")
     w(f"Input {cfg['height']}x{cfg['width']}, 11 classes; times are medians of {cfg['repeats']} passes after "
       f"{cfg['warmup']} warm-up; `caffe time` over {cfg['cli_iterations']} iterations; training memory at batch "
@@ -184,7 +185,8 @@ def csv_text(rows: list[dict]) -> str:
             "paper_params_m": t1[0], "paper_storage": t1[1], "paper_infer_ms": t1[2], "paper_forward_ms": t6[0],
             "paper_backward_ms": t6[1], "paper_train_mem_mb": t6[2], "paper_infer_mem_mb": t6[3],
             "paper_size_mb": t6[4], "torch_forward_ms": peer.get("forward_ms"),
-            "torch_backward_ms": peer.get("backward_ms"), "torch_step_ms": peer.get("step_ms"), "caffe_over_torch": ratio})
+            "torch_backward_ms": peer.get("backward_ms"), "torch_step_ms": peer.get("step_ms"),
+            "caffe_over_torch": ratio})
     return out.getvalue()
 
 

@@ -62,7 +62,7 @@ def ensure_lmdb(camvid: Path, split: str, out: Path, height: int, width: int) ->
 
 
 def predict_and_score(deploy: Path, weights: Path, camvid: Path, split: str, out: Path,
-                   limit: int | None = None, boundary: bool = True, samples: int = 0, seed: int = 0) -> dict:
+                      limit: int | None = None, boundary: bool = True, samples: int = 0, seed: int = 0) -> dict:
     """Predict every image of a split, write label PNGs, score them with the paper's metrics.
 
     samples=N >= 1: Bayesian SegNet's Monte Carlo dropout (tools.segment.predict_image with N samples, masks
@@ -99,8 +99,8 @@ def predict_and_score(deploy: Path, weights: Path, camvid: Path, split: str, out
                                      boundary=boundary)
     result["seconds"] = time.perf_counter() - t0
     result.update(split=split, images=len(pairs), weights=str(weights), model=str(deploy), samples=samples,
-                  seed=seed if samples else None, predict_seconds_per_image=statistics.median(seconds) if seconds else None,
-                  predict_load=os.getloadavg()[0])
+                  seed=seed if samples else None, predict_load=os.getloadavg()[0],
+                  predict_seconds_per_image=statistics.median(seconds) if seconds else None)
     evaluate.plot_confusion(result, out / "confusion.png")
     table = evaluate.format_table(result)
     write_text_atomic(out / "metrics.txt", table + "\n")
@@ -209,13 +209,13 @@ def _run_train(args) -> int:
         result = json.loads(metrics_path.read_text())
     else:
         result = predict_and_score(deploy, run / "inference.caffemodel", camvid, "test", run / "eval" / "test",
-                                limit=args.limit)
+                                   limit=args.limit)
         stage_done("evaluate_s", time.perf_counter() - t3)
     if args.eval_train and not (run / "eval" / "train" / "metrics.json").is_file():
         # The paper's Train columns (Table 1): G, C and mIoU of the same model on the training split; no BF.
         t4 = time.perf_counter()
         predict_and_score(deploy, run / "inference.caffemodel", camvid, "train", run / "eval" / "train",
-                       limit=args.limit, boundary=False)
+                          limit=args.limit, boundary=False)
         stage_done("evaluate_train_s", time.perf_counter() - t4)
     timings["total_s"] = time.perf_counter() - t0
     # Over every invocation of the command (an interrupted run's work included), from stages.jsonl.
@@ -274,8 +274,9 @@ def run_test(args) -> int:
         + (f", Monte Carlo dropout over {args.samples} samples" if args.samples else ""))
     _interruptible()
     folder = args.split + (f"-mc{args.samples}" if args.samples else "")
-    result = predict_and_score(deploy, args.weights, args.camvid.resolve(), args.split, args.run.resolve() / "eval" /
-                            folder, limit=args.limit, samples=args.samples, seed=args.seed)
+    result = predict_and_score(deploy, args.weights, args.camvid.resolve(), args.split,
+                               args.run.resolve() / "eval" / folder, limit=args.limit, samples=args.samples,
+                               seed=args.seed)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0

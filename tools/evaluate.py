@@ -6,8 +6,8 @@
 
 Predictions are single-channel label PNGs (0..10, or 11 = void; any other value is refused) named like the
 ground truth PNGs (CamVid `testannot/`); extra files in the prediction folder (e.g. tools.segment's
-`*_colour.png`) are ignored.  The metrics themselves live in `tools.metrics` and `tools.boundary` (see there for how each is
-computed and every interpretation).
+`*_colour.png`) are ignored.  The metrics themselves live in `tools.metrics` and `tools.boundary` (see there for
+how each is computed and every interpretation).
 """
 
 from __future__ import annotations

@@ -161,7 +161,8 @@ def _set_data_param(net_param, **updates) -> None:
 def write_nets(cfg: TrainConfig, run: Path, start_iter: int = 0) -> dict[str, Path]:
     """Generate train/deploy prototxts and the solver for this run (absolute paths, so the folder stands alone).
 
-    Caffe writes snapshots under snapshots/.writing/; `tools.snapshots.commit_snapshot` moves them into place when whole."""
+    Caffe writes snapshots under snapshots/.writing/; `tools.snapshots.commit_snapshot` moves them into place when
+    whole."""
     from prototxt import Options, build_net, build_solver
 
     net_dir = run / "net"
