@@ -83,10 +83,9 @@ presets: setup
 table1-report table3-report: setup
 	$(PY) -m tools.study report --study $(@:-report=) --preset $(PRESET) --results $(RESULTS)
 
-# PEER=torch (default): each architecture in PyTorch too, on the same machine in the same run (tools.torch_peer;
-# PyTorch comes with the test extra); PEER= leaves it out.
+# PEER=torch (default): each architecture in PyTorch too, on the same machine in the same run (tools.torch_peer).
+# PyTorch is not a run-time pin: `make setup EXTRAS=test` (or `make test`) installs it; PEER= leaves it out.
 PEER ?= torch
-benchmark: EXTRAS = $(if $(PEER),test)
 benchmark: setup
 	$(PY) -m tools.benchmark --camvid $(CAMVID) --out results/benchmark $(if $(PEER),--peer $(PEER))
 

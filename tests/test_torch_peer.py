@@ -120,3 +120,19 @@ def test_benchmark_reports_the_peer_beside_caffe(tmp_path):
     (csv_row,) = csv.DictReader((out / "benchmark.csv").open())
     assert float(csv_row["caffe_over_torch"]) == pytest.approx(expected, rel=1e-9)
     assert f"| segnet-basic | {row['forward_ms']:.1f} / {row['backward_ms']:.1f} |" in (out / "benchmark.md").read_text()
+
+
+def test_benchmark_without_pytorch_says_how_to_get_it(tmp_path, monkeypatch, capsys):
+    """PyTorch is not a run-time pin: without it `--peer torch` stops in one line, before measuring anything."""
+    import importlib.util
+
+    from tools import benchmark
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    with pytest.raises(SystemExit) as stop:
+        benchmark.main(["--quick", "--peer", "torch", "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("benchmark: error: --peer torch needs PyTorch") and "make setup EXTRAS=test" in line
+    assert not (tmp_path / "out").exists()

@@ -24,6 +24,7 @@ Results go to OUT/benchmark.{md,csv,json,png}, with the paper's figures and the 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -58,6 +59,9 @@ def run(cfg: argparse.Namespace) -> dict:
     start = time.perf_counter()
     if cfg.peer == "torch" and cfg.gpu is not None:
         raise BenchmarkError("--peer torch times PyTorch on the CPU: use it without --gpu")
+    if cfg.peer == "torch" and importlib.util.find_spec("torch") is None:
+        raise BenchmarkError("--peer torch needs PyTorch, which is not a run-time pin: `make setup EXTRAS=test` "
+                             "installs it (or run `make benchmark PEER=` without the PyTorch column)")
     result: dict = {"machine": machine_info(cfg.gpu),
                     "config": {k: getattr(cfg, k) for k in ("height", "width", "repeats", "warmup", "cli_iterations",
                                                            "train_batch", "quick", "gpu", "peer")} | {"archs": archs},
