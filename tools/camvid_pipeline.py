@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 from tools.camvid import SPLITS
-from tools.runio import (Busy, append_jsonl, atomic_path, command_parser, console_logging, fail, fault_point,
-                         folder_lock, load_net_param, logger, read_jsonl, set_caffe_mode, write_text_atomic)
+from tools.runio import (Busy, append_jsonl, atomic_path, command_parser, console_logging, fail, fail_diverged,
+                         fault_point, folder_lock, load_net_param, logger, read_jsonl, set_caffe_mode,
+                         write_text_atomic)
 
 TOOL = "camvid_pipeline"
 log = logger(TOOL).info
@@ -337,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
 
         settings(args.arch, args.preset)
         return run_train(args) if args.command == "train" else run_test(args)
-    except (ValueError, FileNotFoundError, WeightsError, FloatingPointError) as e:
+    except FloatingPointError as e:
+        fail_diverged(TOOL, e)
+    except (ValueError, FileNotFoundError, WeightsError) as e:
         fail(TOOL, str(e))
     except OSError as e:
         fail(TOOL, f"{e.filename or args.run}: {e.strerror or e}")

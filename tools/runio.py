@@ -70,6 +70,23 @@ def fail(tool: str, message: str, code: int = 2):
     raise SystemExit(code)
 
 
+def fail_diverged(tool: str, error: FloatingPointError):
+    """fail() for a training whose loss went NaN or infinite, without the interpreter's teardown.
+
+    BVLC's Accuracy layer (in every generated TRAIN net) sorts the class scores with std::partial_sort, which is
+    undefined on NaN and corrupts the heap: freeing Caffe's objects afterwards aborts the process ("double free or
+    corruption", exit 134) after the one-line reason. Everything the run keeps is already on disk (its snapshots
+    and state are written atomically, and nothing is written after a diverged step), so the process leaves at
+    once with fail()'s line and status."""
+    import logging
+
+    print(f"{tool}: error: {error}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(2)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """A temporary path next to `path`, renamed onto it only if the block succeeds (else removed)."""

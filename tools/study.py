@@ -130,7 +130,9 @@ def run(study: str, preset: str, weighting: str, camvid: Path, results: Path, ar
             code = child.wait()
         except KeyboardInterrupt:  # Ctrl-C reaches the child too; let it snapshot
             code = child.wait()
-        if code == 130 or code < 0:
+        # Stopped (Ctrl-C, SIGTERM, a kill, the study's own end): resume later. Any other death (an abort, a
+        # segfault) is the run's failure: the others go on.
+        if code in (130, 143) or -code in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL):
             log(f"[study] stopped during {target.name}: run the same command again to finish")
             return 130
         if code != 0:

@@ -42,8 +42,8 @@ from prototxt.protocol import PROTOCOLS
 from prototxt.registry import ARCHS
 from tools.curve import plot_curve
 from tools.runio import (append_jsonl, atomic_path, close_run_log, command_parser, console_logging, fail,
-                         fault_point, gpu_device, logger, open_run_log, provenance, read_jsonl, set_caffe_mode,
-                         write_text_atomic)
+                         fail_diverged, fault_point, gpu_device, logger, open_run_log, provenance, read_jsonl,
+                         set_caffe_mode, write_text_atomic)
 from tools.snapshots import SnapshotError, check_snapshot, commit_snapshot, snapshot_candidates, snapshot_stem
 from tools.validation import Validator
 
@@ -500,7 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         console_logging()
         state = train(cfg, args.run, resume=args.resume, max_iter=extend, restart=args.restart, memory_check=args.memory_check)
-    except (FileNotFoundError, ValueError, FloatingPointError, WeightsError, MemoryError) as e:
+    except FloatingPointError as e:
+        fail_diverged(TOOL, e)
+    except (FileNotFoundError, ValueError, WeightsError, MemoryError) as e:
         fail(TOOL, str(e))
     except OSError as e:
         fail(TOOL, f"{e.filename or args.run}: {e.strerror}")
