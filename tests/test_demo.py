@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from prototxt import Options, build_net
 from tests.conftest import ROOT
 from tests.test_segment import hue_net, hue_spec
 from tools import camvid
+from tools.demo_measure import free_port
 from tools.nets import load_net, net_from_param, read_weights
 
 CHROMIUM = "/usr/bin/chromium"
@@ -65,12 +65,6 @@ def make_models(root: Path) -> dict:
     hue_net(90, 120).save(str(hue / "hue.caffemodel"))
     return {"run": run, "run_deploy": run / "net" / "deploy.prototxt", "run_weights": run / "inference.caffemodel",
             "hue_deploy": hue / "hue.prototxt", "hue_weights": hue / "hue.caffemodel"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str):

@@ -306,10 +306,8 @@ def torch_info() -> dict:
 def time_torch_peer(param, net, repeats: int, warmup: int) -> dict:
     """Forward, backward and a whole SGD step (momentum 0.9) of the net's PyTorch twin (tools.torch_peer), on the
     caffe.Net's weights and inputs: medians over `repeats` after `warmup` steps, in ms."""
-    try:
-        import torch
-    except ImportError:
-        raise BenchmarkError("--peer torch needs PyTorch: `make setup EXTRAS=test` installs it") from None
+    import torch  # tools.benchmark.run has checked that it is installed
+
     from tools.torch_peer import PeerError, TorchPeer
 
     try:

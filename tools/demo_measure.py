@@ -32,7 +32,7 @@ CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 log = logger(TOOL).info
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -63,7 +63,7 @@ def measure(run: Path, camvid: Path, samples: list[int], images: int, out: Path)
 
     stems = [image.stem for image, _ in read_list(camvid, "test")[:images]]
     out.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="segnet-demo-measure-") as tmp, \
             open(Path(tmp) / "server.log", "w") as server_log:
