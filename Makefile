@@ -21,7 +21,7 @@ help:
 	@echo "make setup          build BVLC Caffe (cached) and .venv"
 	@echo "make test           set up, then run the test suite (CAMVID_DIR=path/to/CamVid)"
 	@echo "make camvid-train   ARCH=$(ARCH) PRESET=$(PRESET) CAMVID=$(CAMVID) RUN=$(RUN): LMDB, train, BN stats, evaluate"
-	@echo "                    (same command again: resumes and finishes; RESTART=1 starts over; BATCH= ITER_SIZE=;"
+	@echo "                    (same command again: resumes and finishes; RESTART=1 starts over; BATCH= ITER_SIZE= LR=;"
 	@echo "                    DROPOUT=1: Bayesian SegNet's dropout)"
 	@echo "make camvid-test    ARCH=... WEIGHTS=... [DEPLOY=... | HEIGHT= WIDTH=] [SAMPLES=N]: evaluate on the CamVid"
 	@echo "                    test split (SAMPLES: Monte Carlo dropout of a DROPOUT=1 run, into RUN/eval/test-mcN)"
@@ -59,7 +59,8 @@ camvid-train: setup
 	$(PY) -m tools.camvid_pipeline train --arch $(ARCH) --preset $(PRESET) --camvid $(CAMVID) --run $(RUN) \
 		$(if $(INIT_WEIGHTS),--init-weights $(INIT_WEIGHTS)) $(if $(CLASS_WEIGHTS),--class-weights $(CLASS_WEIGHTS)) \
 		$(if $(BATCH),--batch $(BATCH)) $(if $(ITER_SIZE),--iter-size $(ITER_SIZE)) \
-		$(if $(MAX_ITER),--max-iter $(MAX_ITER)) $(if $(RESTART),--restart) $(if $(DROPOUT),--dropout)
+		$(if $(MAX_ITER),--max-iter $(MAX_ITER)) $(if $(LR),--lr $(LR)) $(if $(RESTART),--restart) \
+		$(if $(DROPOUT),--dropout)
 
 # Scores at the resolution the weights were trained at: their run folder's, DEPLOY's, or HEIGHT x WIDTH.
 camvid-test: setup

@@ -46,6 +46,9 @@ class Arch:
         return paper.params(self.name)
 
 
+FCN_LR_NOTE = ("DEVIATION: lr 0.01, not the paper's 0.1, at which this reading diverges (prototxt/protocol.py, "
+               "docs/paper.md §9.4); --lr 0.1 restores it.")
+
 ARCH_LIST = [
     Arch("segnet", "SegNet", segnet.segnet, "benchmark", "public",
          "docs/paper.md §5: 29.43 M derived from SegNet-Tutorial, Table 6 117 MB",
@@ -86,22 +89,25 @@ ARCH_LIST = [
              "made channel-diagonal by prototxt.surgery.bilinear_surgery before training), each cropped (coord_map) "
              "and summed with the 1x1-reduced pool3, pool2, pool1; the last one (to full size) adds nothing.",
              "UNCONFIRMED stride/pad and last decoder: chosen as above (paper's 0.65 M reproduced); no BatchNorm "
-             "after the reductions or deconvolutions."]),
+             "after the reductions or deconvolutions.",
+             FCN_LR_NOTE]),
     Arch("fcn-basic-no-addition", "FCN-Basic-NoAddition", segnet.fcn_basic_no_addition, "table1", "paper", "paper Table 1", TABLE1_NOTES + [
              "FCN-Basic without the additions: score_pool4 then 4 learnt 8x8 stride-2 K->K Deconvolutions "
-             "(bilinear init + surgery), each cropped to the encoder map size only."]),
+             "(bilinear init + surgery), each cropped to the encoder map size only.", FCN_LR_NOTE]),
     Arch("fcn-basic-no-dim-reduction", "FCN-Basic-NoDimReduction", segnet.fcn_basic_no_dim_reduction, "table1",
          "paper", "paper Table 1", TABLE1_NOTES + [
              "No 1x1 reductions: 4 learnt 8x8 stride-2 Deconvolutions 64->64 (bilinear init + surgery) with pool3, "
              "pool2, pool1 added in full, then conv_classifier 1x1 64->K.",
              "Parameter count 1.661 M is 2.2 % above the paper's 1.625 M; no reading of docs/paper.md §1.1 gets "
-             "closer (4 x 8x8x64x64 = 1.049 M of deconvolutions alone; the paper apparently rounded them to 1.0 M)."]),
+             "closer (4 x 8x8x64x64 = 1.049 M of deconvolutions alone; the paper apparently rounded them to 1.0 M).",
+             FCN_LR_NOTE]),
     Arch("fcn-basic-no-addition-no-dim-reduction", "FCN-Basic-NoAddition-NoDimReduction",
          segnet.fcn_basic_no_addition_no_dim_reduction, "table1", "paper", "paper Table 1",
          TABLE1_NOTES + [
              "Neither reductions nor additions: 4 learnt 8x8 stride-2 Deconvolutions 64->64 (bilinear init + "
              "surgery), then conv_classifier 1x1 64->K.",
-             "Parameter count 1.661 M is 2.2 % above the paper's 1.625 M (see fcn-basic-no-dim-reduction)."]),
+             "Parameter count 1.661 M is 2.2 % above the paper's 1.625 M (see fcn-basic-no-dim-reduction).",
+             FCN_LR_NOTE]),
     Arch("fcn", "FCN (FCN-8s, fixed bilinear)", fcn.fcn, "benchmark", "public",
          "FCN paper Table 1 (FCN-VGG16 134 M), SegNet paper §2", BENCHMARK_NOTES + [
              "FCN-8s (voc-fcn8s/net.py): conv1_1 pad 100, fc6 7x7 4096, fc7 1x1 4096, score_fr, score_pool4, "

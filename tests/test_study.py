@@ -121,7 +121,11 @@ def test_report_numbers_are_the_runs_and_the_papers(smoke_study, camvid_dir):
     assert fcn["params_m"] == pytest.approx(0.65, rel=0.01)
     assert rows[("segnet-basic-encoder-addition", "nf")]["storage"] == 64
     md = (folder / "table1.md").read_text()
-    assert re.search(r"\| fcn-basic \| 0\.6\d\d \| 11 \| [\d.]+ / 81\.7 \(", md)
+    assert re.search(r"\| fcn-basic \| 0\.6\d\d \| 11 \| 0\.01 \| [\d.]+ / 81\.7 \(", md)
+    # Each run's learning rate, and the note that says why the FCN-Basic rows differ from the paper's 0.1.
+    assert {(a, row["lr"]) for (a, _), row in rows.items()} == \
+        {(a, 0.01 if a.startswith("fcn-basic") else 0.1) for a, _ in rows}
+    assert "trains at 0.01 (docs/paper.md §9.4)" in md
 
 
 def test_rank_agreement_by_hand():

@@ -116,7 +116,7 @@ def pipeline_config(args):
     from tools.train import TrainConfig
 
     p = settings(args.arch, args.preset)
-    for key in ("max_iter", "batch", "iter_size", "height", "width", "class_weights"):
+    for key in ("max_iter", "batch", "iter_size", "height", "width", "class_weights", "base_lr"):
         if getattr(args, key, None) is not None:
             p[key] = getattr(args, key)
     if getattr(args, "dropout", False):
@@ -301,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=1)
     t.add_argument("--max-iter", type=int)
     t.add_argument("--batch", type=int)
+    t.add_argument("--lr", dest="base_lr", type=float, help="fixed learning rate (default: the architecture's "
+                   "protocol, `make presets`)")
     t.add_argument("--iter-size", type=int, help="Caffe's iter_size: batches per update (less memory for the "
                    "same effective batch; BatchNorm then normalises with the smaller batch)")
     t.add_argument("--class-weights", help="published | recomputed | none | FILE (default: the preset's)")

@@ -200,8 +200,9 @@ def collect(folder: Path, study: str) -> dict:
             stages = [json.loads(line) for line in (run / "stages.jsonl").read_text().splitlines() if line.strip()]
             loads = [s["load"] for s in stages if "load" in s]
             state = json.loads((run / "state.json").read_text()) if (run / "state.json").is_file() else {}
+            config = json.loads((run / "config.json").read_text())
             table.setdefault(arch, {})[w] = {
-                "test": test, "train": train,
+                "test": test, "train": train, "lr": config["base_lr"],
                 "train_minutes": round(training_seconds(run) / 60, 1),
                 "other_minutes": round(sum(v for k, v in timings.items() if k.startswith("all_invocations_")
                                            and k != "all_invocations_train_s") / 60, 1),
@@ -366,9 +367,9 @@ def render_markdown(r: dict) -> str:
         if not rows:
             continue
         lines += [f"## {w.upper()} ({'median-frequency class weights' if w == 'mfb' else 'no class weights'})", "",
-                  "| variant | params M | storage | test G | test C | test mIoU | test BF | train G | train C | "
+                  "| variant | params M | storage | lr | test G | test C | test mIoU | test BF | train G | train C | "
                   "train mIoU | best iter | train min |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for x in rows:
             cells = []
             for split, names in paper.TABLE1_METRICS.items():
@@ -377,9 +378,12 @@ def render_markdown(r: dict) -> str:
                     cells.append(f"{_fmt(ours)} / {_fmt(theirs)}" + ("" if x[f"diff_{split}_{k}"] is None
                                                                      else f" ({x[f'diff_{split}_{k}']:+.1f})"))
             storage = "n/a" if x["storage"] is None else x["storage"]
-            lines.append(f"| {x['arch']} | {x['params_m']:.3f} | {storage} | " + " | ".join(cells)
+            lines.append(f"| {x['arch']} | {x['params_m']:.3f} | {storage} | {x['lr']:g} | " + " | ".join(cells)
                          + f" | {_fmt(x['best_iteration'])} | {_fmt(x['train_minutes'])} |")
         lines.append("")
+    if len({x["lr"] for x in r["runs"]}) > 1:
+        lines += ["lr: each run's learning rate. The paper trains every variant at 0.1; the FCN-Basic family diverges "
+                  "there in this reading and trains at 0.01 (docs/paper.md §9.4).", ""]
     lines += ["## Ranking by test score against the paper's", "",
               "| columns | runs | Spearman ρ | Kendall τ | ours, best first |", "|---|---:|---:|---:|---|"]
     for key, v in r["ranking"].items():
