@@ -65,6 +65,7 @@ RUN case "$CAFFE_BUILD" in cuda|cpu) ;; *) echo "CAFFE_BUILD must be cuda or cpu
 # Only what the install step reads, so that editing the project does not rebuild Caffe.
 COPY pyproject.toml ./
 COPY tools/install_caffe.sh tools/
+COPY tools/caffe_patches/ tools/caffe_patches/
 COPY layers/ layers/
 
 # The run-time pins only (no test extra), the build packages, the compile. The .venv is made writable for every user

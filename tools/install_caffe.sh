@@ -6,7 +6,7 @@
 #   2 caffe source     (the cached build if there is one; else Debian's source package
 #                       caffe=1.0.0+git20180821.99bd997-8 = BVLC commit 99bd997, else ../shared/vendor/ or
 #                       $CAFFE_ORIG_TARBALL; sha256 always checked. With --cuda the toolkit is looked for first.)
-#   3 patches          (protobuf 3.21, OpenCV 4, numpy 2: three one-line fixes)
+#   3 patches          (protobuf 3.21, OpenCV 4, numpy 2: three one-line fixes; tools/caffe_patches: speed)
 #   4 system packages  (apt, only what is missing: the build packages when Caffe is compiled; with --runtime-only
 #                       the run-time libraries of the cached build; nothing else for a cached build)
 #   5 build            (CMake, -j$(nproc), installed into a cache keyed by source, patches, Python, numpy, CPU/CUDA)
@@ -35,7 +35,7 @@ CAFFE_DEB_VERSION="1.0.0+git20180821.99bd997-8"
 TARBALL_NAME="caffe_1.0.0+git20180821.99bd997.orig.tar.gz"
 TARBALL_SHA256="e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69d4147ad0c"
 # Bump when the patches or the CMake flags change: it is part of the cache key.
-PATCH_REV=1
+PATCH_REV=2
 # The same for the CUDA-only patches and flags (part of the CUDA build's key only, so the CPU cache stays valid).
 CUDA_PATCH_REV=1
 CACHE=${SEGNET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/segnet-bvlc}
@@ -77,14 +77,14 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 # What compiling Caffe needs (distribution-neutral names: Debian and Ubuntu).
-BUILD_PACKAGES="build-essential cmake pkg-config libboost-system-dev libboost-thread-dev libboost-filesystem-dev
+BUILD_PACKAGES="build-essential patch cmake pkg-config libboost-system-dev libboost-thread-dev libboost-filesystem-dev
 libboost-regex-dev libboost-python-dev libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgflags-dev
 libhdf5-dev liblmdb-dev libleveldb-dev libsnappy-dev libopenblas-dev libopencv-dev debian-archive-keyring"
 # What the compiled Caffe (libcaffe, _caffe.so, the tools) links against, Debian 12 names: the packages of its
 # direct shared-library dependencies, less libc6/libgcc-s1/libstdc++6 which every Debian has. tests/test_docker.py
 # checks this list against the cached build's ELF dependencies. Used by --runtime-only (the Docker image).
 RUNTIME_PACKAGES="libboost-filesystem1.74.0 libboost-python1.74.0 libboost-thread1.74.0 libgflags2.2
-libgoogle-glog0v6 libhdf5-103-1 libhdf5-hl-100 libleveldb1d liblmdb0 libopenblas0-pthread libopencv-core406
+libgomp1 libgoogle-glog0v6 libhdf5-103-1 libhdf5-hl-100 libleveldb1d liblmdb0 libopenblas0-pthread libopencv-core406
 libopencv-imgcodecs406 libopencv-imgproc406 libprotobuf32 libpython3.11"
 # With --cuda: the CUDA 11.8 run-time libraries of Debian 12's non-free nvidia-cuda-toolkit (no driver library).
 CUDA_RUNTIME_PACKAGES="libcudart11.0 libcublas11 libcurand10"
@@ -280,8 +280,14 @@ else
     done
     # 3. numpy 2 removed tostring/fromstring on bytes.
     patch_line python/caffe/io.py 's/\.tostring()/.tobytes()/g; s/np\.fromstring(/np.frombuffer(/g' '\.tostring()'
+    # 4. Speed, numerics unchanged: the patches in tools/caffe_patches (each file says what and why; built with
+    #    -DUSE_OPENMP=ON below).
+    for p in "$ROOT"/tools/caffe_patches/*.patch; do
+        patch -p1 --quiet --forward -d "$SRC" < "$p" > "$BUILD/patch.log" 2>&1 \
+            || { cat "$BUILD/patch.log" >&2; die "patch $(basename "$p") did not apply"; }
+    done
     if [ "$CUDA" -eq 1 ]; then
-        # 4. (CUDA only) CUDA 13 removed cudaDeviceProp::clockRate, ::deviceOverlap and ::kernelExecTimeoutEnabled,
+        # 5. (CUDA only) CUDA 13 removed cudaDeviceProp::clockRate, ::deviceOverlap and ::kernelExecTimeoutEnabled,
         #    used only by `caffe device_query`. The replacements (cudaDeviceGetAttribute, asyncEngineCount) exist
         #    since CUDA 5, so the patched file builds on every CUDA that can target Volta..Hopper.
         patch_line src/caffe/common.cpp \
@@ -289,9 +295,9 @@ else
              s/prop\.deviceOverlap/(prop.asyncEngineCount > 0)/;
              s/prop\.kernelExecTimeoutEnabled/[\&]{ int v = 0; cudaDeviceGetAttribute(\&v, cudaDevAttrKernelExecTimeout, device); return v; }()/' \
             'prop\.clockRate'
-        stage "patches: protobuf 3.21, OpenCV 4, numpy 2 applied (rev $PATCH_REV); CUDA 13 device_query (rev $CUDA_PATCH_REV)"
+        stage "patches: protobuf 3.21, OpenCV 4, numpy 2, OpenMP im2col applied (rev $PATCH_REV); CUDA 13 device_query (rev $CUDA_PATCH_REV)"
     else
-        stage "patches: protobuf 3.21, OpenCV 4, numpy 2 applied (rev $PATCH_REV)"
+        stage "patches: protobuf 3.21, OpenCV 4, numpy 2, OpenMP im2col applied (rev $PATCH_REV)"
     fi
 
 fi
@@ -319,7 +325,7 @@ else
     [ -f "$PYLIB" ] || die "Python was not built with a shared libpython ($PYLIB missing); Caffe's embedded interpreter needs it"
     CMAKE_FLAGS=(-DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$PREFIX" -DUSE_NCCL=OFF
         -DBUILD_python=ON -DBUILD_python_layer=ON -Dpython_version=3 -DPYTHON_EXECUTABLE="$PY"
-        -DPYTHON_INCLUDE_DIR="$PYINC" -DPYTHON_LIBRARY="$PYLIB" -DBLAS=Open -DUSE_OPENCV=ON
+        -DPYTHON_INCLUDE_DIR="$PYINC" -DPYTHON_LIBRARY="$PYLIB" -DBLAS=Open -DUSE_OPENMP=ON -DUSE_OPENCV=ON
         -DUSE_LEVELDB=ON -DUSE_LMDB=ON -DUSE_HDF5=ON -DBUILD_docs=OFF -DBUILD_matlab=OFF)
     if [ "$CUDA" -eq 1 ]; then
         # CUDA 13 dropped Volta (sm_70); keep every arch from Volta to Hopper that this nvcc still has.
@@ -391,6 +397,8 @@ else
     # The configure and compile logs stay with the build (compiler warnings, the arch list); the tree goes.
     mkdir -p "$PREFIX/share/segnet-bvlc"
     cp "$BUILD/cmake.log" "$BUILD/make.log" "$PREFIX/share/segnet-bvlc/"
+    # The patched sources, as compiled (tests/test_caffe_patches.py reads them).
+    cp "$SRC/src/caffe/util/im2col.cpp" "$PREFIX/share/segnet-bvlc/"
     warnings=$(grep -ciE 'warning[:# ]' "$BUILD/make.log" || true)
     echo "$KEY" > "$PREFIX/.complete"
     rm -rf "$BUILD"
@@ -409,10 +417,16 @@ write_if_changed() {  # file; the content on stdin
 }
 # pycaffe and the project root (for `layers.*` Python layers, `prototxt`, `tools`) on the venv's path.
 printf '%s\n%s\n' "$PREFIX/python" "$ROOT" | write_if_changed "$SITE/segnet_bvlc.pth"
+# OpenMP threads (the im2col patch) sleep as soon as a parallel loop ends instead of spinning: spinning, they
+# take the cores from OpenBLAS's own threads, and a 90x120 training step got 20 % slower than without OpenMP
+# (results/cpu-speed). libgomp reads this when libcaffe loads, so it is set when the interpreter starts; a value
+# the user set is kept.
+echo 'import os; os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")' | write_if_changed "$SITE/segnet_bvlc_threads.pth"
 # The caffe binary embeds the pyenv interpreter, which does not know the venv: give it the venv's paths.
 write_if_changed "$VENV/bin/caffe" <<EOF
 #!/bin/sh
 # Generated by tools/install_caffe.sh: BVLC Caffe's CLI with pycaffe, the project and the venv importable.
+export OMP_WAIT_POLICY="\${OMP_WAIT_POLICY:-PASSIVE}"
 PYTHONPATH="$PREFIX/python:$ROOT:$SITE\${PYTHONPATH:+:\$PYTHONPATH}" exec "$PREFIX/bin/caffe" "\$@"
 EOF
 [ -x "$VENV/bin/caffe" ] || chmod +x "$VENV/bin/caffe"
