@@ -6,10 +6,11 @@
 #   2 caffe source     (the cached build if there is one; else Debian's source package
 #                       caffe=1.0.0+git20180821.99bd997-8 = BVLC commit 99bd997, else ../shared/vendor/ or
 #                       $CAFFE_ORIG_TARBALL; sha256 always checked. With --cuda the toolkit is looked for first.)
-#   3 patches          (protobuf 3.21, OpenCV 4, numpy 2: three one-line fixes; tools/caffe_patches: speed)
+#   3 patches          (protobuf 3.21, OpenCV 4, numpy 2: three one-line fixes)
 #   4 system packages  (apt, only what is missing: the build packages when Caffe is compiled; with --runtime-only
 #                       the run-time libraries of the cached build; nothing else for a cached build)
-#   5 build            (CMake, -j$(nproc), installed into a cache keyed by source, patches, Python, numpy, CPU/CUDA)
+#   5 build            (the speed patches of tools/caffe_patches, numerics unchanged; CMake, -j$(nproc), installed
+#                       into a cache keyed by source, patches, Python, numpy, CPU/CUDA)
 #   6 link             (.venv imports caffe and the project; .venv/bin/caffe runs the CLI with Python layers)
 #
 # Usage: tools/install_caffe.sh [--cuda] [--extras LIST] [--runtime-only] [--configure-only] [--compile-only]
@@ -280,12 +281,7 @@ else
     done
     # 3. numpy 2 removed tostring/fromstring on bytes.
     patch_line python/caffe/io.py 's/\.tostring()/.tobytes()/g; s/np\.fromstring(/np.frombuffer(/g' '\.tostring()'
-    # 4. Speed, numerics unchanged: the patches in tools/caffe_patches (each file says what and why; built with
-    #    -DUSE_OPENMP=ON below).
-    for p in "$ROOT"/tools/caffe_patches/*.patch; do
-        patch -p1 --quiet --forward -d "$SRC" < "$p" > "$BUILD/patch.log" 2>&1 \
-            || { cat "$BUILD/patch.log" >&2; die "patch $(basename "$p") did not apply"; }
-    done
+    # 4. Speed, numerics unchanged: tools/caffe_patches, applied at stage 5 (`patch` is a build package).
     if [ "$CUDA" -eq 1 ]; then
         # 5. (CUDA only) CUDA 13 removed cudaDeviceProp::clockRate, ::deviceOverlap and ::kernelExecTimeoutEnabled,
         #    used only by `caffe device_query`. The replacements (cudaDeviceGetAttribute, asyncEngineCount) exist
@@ -295,9 +291,9 @@ else
              s/prop\.deviceOverlap/(prop.asyncEngineCount > 0)/;
              s/prop\.kernelExecTimeoutEnabled/[\&]{ int v = 0; cudaDeviceGetAttribute(\&v, cudaDevAttrKernelExecTimeout, device); return v; }()/' \
             'prop\.clockRate'
-        stage "patches: protobuf 3.21, OpenCV 4, numpy 2, OpenMP im2col applied (rev $PATCH_REV); CUDA 13 device_query (rev $CUDA_PATCH_REV)"
+        stage "patches: protobuf 3.21, OpenCV 4, numpy 2 applied (rev $PATCH_REV; the speed patches at stage 5); CUDA 13 device_query (rev $CUDA_PATCH_REV)"
     else
-        stage "patches: protobuf 3.21, OpenCV 4, numpy 2, OpenMP im2col applied (rev $PATCH_REV)"
+        stage "patches: protobuf 3.21, OpenCV 4, numpy 2 applied (rev $PATCH_REV; the speed patches at stage 5)"
     fi
 
 fi
@@ -320,6 +316,12 @@ STAGE=5
 if [ "$COMPILE" -eq 0 ]; then
     stage "build: reusing $PREFIX"
 else
+    # The speed patches (each file says what and why; -DUSE_OPENMP=ON below). Here, not at stage 3, because
+    # `patch` comes with the build packages of stage 4.
+    for p in "$ROOT"/tools/caffe_patches/*.patch; do
+        patch -p1 --quiet --forward -d "$SRC" < "$p" > "$BUILD/patch.log" 2>&1 \
+            || { cat "$BUILD/patch.log" >&2; die "patch $(basename "$p") did not apply"; }
+    done
     PYINC=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
     PYLIB=$("$PY" -c 'import sysconfig, os; print(os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")))')
     [ -f "$PYLIB" ] || die "Python was not built with a shared libpython ($PYLIB missing); Caffe's embedded interpreter needs it"
