@@ -35,7 +35,7 @@ PROTOCOLS: dict[str, dict] = {
 # four learnt deconvolutions and 1x1 reductions with no normalisation between them, and at lr 0.1 every variant
 # diverges (NaN) within 20 iterations at the quick preset, with or without class weights, at batch 4 and 12; at 0.03
 # FCN-Basic-NoAddition-NoDimReduction still diverges at iteration 8; at 0.01 all four train
-# (tests/test_protocol.py::test_fcn_basic_family_trains_at_its_learning_rate). The paper's lr stays one option away:
+# (tests/test_train.py::test_fcn_basic_family_trains_at_its_learning_rate). The paper's lr stays one option away:
 # `tools.camvid_pipeline train --lr 0.1` (make camvid-train LR=0.1).
 FCN_BASIC_LR = 0.01
 ARCH_SETTINGS: dict[str, dict] = {
