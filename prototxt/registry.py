@@ -46,8 +46,8 @@ class Arch:
         return paper.params(self.name)
 
 
-FCN_LR_NOTE = ("DEVIATION: lr 0.01, not the paper's 0.1, at which this reading diverges (prototxt/protocol.py, "
-               "docs/paper.md §9.4); --lr 0.1 restores it.")
+FCN_LR_NOTE = (f"DEVIATION: lr {protocol.FCN_BASIC_LR:g}, not the paper's 0.1, at which this reading diverges "
+               "(prototxt/protocol.py, docs/paper.md §9.4); --lr 0.1 restores it.")
 
 ARCH_LIST = [
     Arch("segnet", "SegNet", segnet.segnet, "benchmark", "public",

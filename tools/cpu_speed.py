@@ -90,9 +90,6 @@ def child(args) -> int:
         np.savez(out.with_suffix(".npz"), **arrays)
         t = time_layers(net, args.repeats, 1)
         result.update(forward_ms=t["forward_ms"], backward_ms=t["backward_ms"])
-        from tools.benchmark_measure import openblas_info
-
-        result["openblas"] = openblas_info()
         result["blas"] = blas_in_use()
     out.with_suffix(".json").write_text(json.dumps(result))
     return 0
@@ -178,7 +175,7 @@ def run(cfg) -> dict:
                 fwd = statistics.median(x["forward_ms"] for x in runs)
                 bwd = statistics.median(x["backward_ms"] for x in runs)
                 row = {"config": c["label"], "arch": a, "prefix": runs[0]["prefix"], "env": c["env"],
-                       "openblas": runs[0]["openblas"], "blas": runs[0]["blas"], "forward_ms": fwd, "backward_ms": bwd,
+                       "blas": runs[0]["blas"], "forward_ms": fwd, "backward_ms": bwd,
                        "step_ms": fwd + bwd, "rounds_ms": [x["forward_ms"] + x["backward_ms"] for x in runs],
                        "numerics_vs_" + base: differences(work / f"{base}-{a}-0.npz",
                                                          work / f"{c['label']}-{a}-0.npz")}

@@ -38,6 +38,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from prototxt.protocol import FCN_BASIC_LR
 from tools import paper
 from tools.runio import ROOT, command_parser, console_logging, fail, logger, write_text_atomic
 
@@ -383,7 +384,7 @@ def render_markdown(r: dict) -> str:
         lines.append("")
     if len({x["lr"] for x in r["runs"]}) > 1:
         lines += ["lr: each run's learning rate. The paper trains every variant at 0.1; the FCN-Basic family diverges "
-                  "there in this reading and trains at 0.01 (docs/paper.md §9.4).", ""]
+                  f"there in this reading and trains at {FCN_BASIC_LR:g} (docs/paper.md §9.4).", ""]
     lines += ["## Ranking by test score against the paper's", "",
               "| columns | runs | Spearman ρ | Kendall τ | ours, best first |", "|---|---:|---:|---:|---|"]
     for key, v in r["ranking"].items():
