@@ -31,7 +31,8 @@ help:
 	@echo "make table1         PRESET=quick|paper|smoke [WEIGHTING=nf|mfb|both] [ARCHS=a,b] [SHARD=i/n] [RESULTS=results]:"
 	@echo "                    train and score every Table 1 variant, report beside the paper (table3: deep nets)"
 	@echo "make table1-report  the report of what has finished (table3-report likewise)"
-	@echo "make benchmark      the paper's Table 1 / Table 6 comparison on this machine, PyTorch beside it (PEER=)"
+	@echo "make benchmark      the paper's Table 1 / Table 6 comparison on this machine, PyTorch beside it (PEER=);"
+	@echo "                    [ARCHS=a,b] [GPU=0] [RESULTS=results]: the Table 1 report reads RESULTS/benchmark"
 	@echo "make benchmark-memory  peak memory of training and validation, every architecture and preset"
 
 # EXTRAS: optional dependencies of pyproject.toml to install as well; `make test` (and test-slow, lint) set `test`
@@ -88,7 +89,8 @@ table1-report table3-report: setup
 # PyTorch is not a run-time pin: `make setup EXTRAS=test` (or `make test`) installs it; PEER= leaves it out.
 PEER ?= torch
 benchmark: setup
-	$(PY) -m tools.benchmark --camvid $(CAMVID) --out results/benchmark $(if $(PEER),--peer $(PEER))
+	$(PY) -m tools.benchmark --camvid $(CAMVID) --out $(RESULTS)/benchmark $(if $(PEER),--peer $(PEER)) \
+		$(if $(ARCHS),--arch $(ARCHS)) $(if $(GPU),--gpu $(GPU))
 
 # Peak memory of training and validation, every architecture under both presets (the paper part takes an hour
 # on 2 cores; re-running measures only what is missing).

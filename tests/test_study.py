@@ -121,7 +121,8 @@ def test_report_numbers_are_the_runs_and_the_papers(smoke_study, camvid_dir):
     assert fcn["params_m"] == pytest.approx(0.65, rel=0.01)
     assert rows[("segnet-basic-encoder-addition", "nf")]["storage"] == 64
     md = (folder / "table1.md").read_text()
-    assert re.search(r"\| fcn-basic \| 0\.6\d\d \| 11 \| 0\.01 \| [\d.]+ / 81\.7 \(", md)
+    # No benchmark in this results folder: the inference time is the paper's alone (24.2 ms, Table 1).
+    assert re.search(r"\| fcn-basic \| 0\.6\d\d \| 11 \| — / 24\.2 \| 0\.01 \| [\d.]+ / 81\.7 \(", md)
     # Each run's learning rate, and the note that says why the FCN-Basic rows differ from the paper's 0.1.
     assert {(a, row["lr"]) for (a, _), row in rows.items()} == \
         {(a, 0.01 if a.startswith("fcn-basic") else 0.1) for a, _ in rows}
@@ -206,3 +207,51 @@ def test_compare_two_runs(smoke_study, camvid_dir, tmp_path):
     # A folder with a metrics.json (a run's eval/test-mcN) stands for that scoring.
     again = study.compare({"folder": runs["nf"] / "eval" / "test"}, tmp_path / "again", "one folder")
     assert 100 * again["metrics"]["folder"]["global_accuracy"] == pytest.approx(g["nf"], abs=1e-6)
+
+
+
+def test_paper_preset_estimate_by_hand():
+    """The paper preset is 10,000 iterations of 12 images with a pass over CamVid's 101 validation images every
+    1,000 (docs/paper.md §2.1; the split sizes 367/101/233)."""
+    # 10,000 x 12 x 300 ms + 10 x 101 x 50 ms = 36,000 s + 50.5 s = 10.0140 h.
+    assert study.paper_preset_hours("segnet-basic", 300.0, 50.0) == pytest.approx(36050.5 / 3600, rel=1e-12)
+    # The FCN-Basic family's own lr changes nothing in the count.
+    assert study.paper_preset_hours("fcn-basic", 1.0, 0.0) == pytest.approx(120.0 / 3600, rel=1e-12)
+    # The paper's GPU: Table 1's 52.6 ms (SegNet-Basic) x (422.5 + 488.71) / 422.5 (SegNet's forward and backward
+    # ms in Table 6) = 113.443 ms per image.
+    assert study.paper_gpu_step_ms("segnet-basic") == pytest.approx(52.6 * 911.21 / 422.5, rel=1e-12)
+    assert study.paper_gpu_step_ms("fcn-basic-no-addition") == pytest.approx(23.8 * 911.21 / 422.5, rel=1e-12)
+
+
+def test_inference_time_and_paper_preset_estimate_from_a_benchmark(smoke_study, tmp_path):
+    """The report's benchmark columns from a hand-written benchmark.json, the estimate by hand: the paper preset
+    is 10,000 iterations of 12 images with a pass over CamVid's 101 validation images every 1,000 (docs/paper.md
+    §2.1; data/camvid.json's split sizes are 367/101/233)."""
+    folder, _, _ = smoke_study
+    results = tmp_path / "results"
+    (results / "table1-smoke").mkdir(parents=True)
+    for run in folder.iterdir():
+        if run.is_dir() and run.name != "lmdb":
+            (results / "table1-smoke" / run.name).symlink_to(run)
+    rows = [{"arch": a, "forward_ms": 100.0 + i, "backward_ms": 200.0, "infer_ms": 50.0} for i, a in enumerate(VARIANTS)]
+    machine = {"mode": "CPU", "cpu": "Hand CPU", "cpus_usable": 2, "caffe_prefix": "p", "date": "d",
+               "load_average_start": [0.1]}
+    (results / "benchmark").mkdir()
+    (results / "benchmark" / "benchmark.json").write_text(json.dumps({"machine": machine, "rows": rows}))
+    r = study.report("table1", "smoke", results)
+    est = r["paper_preset_estimate"]
+    # Bilinear-Interpolation (i = 0): 10,000 x 12 x 300 ms + 10 x 101 x 50 ms = 36,050.5 s = 10.014 h.
+    assert est["archs"]["bilinear-interpolation"]["step_ms"] == 300.0
+    assert est["archs"]["bilinear-interpolation"]["hours"] == 10.01
+    # FCN-Basic (i = 4): 10,000 x 12 x 304 ms + 50.5 s = 36,530.5 s = 10.147 h (its lr changes nothing here).
+    assert est["archs"]["fcn-basic"]["hours"] == 10.15
+    # The paper's GPU, SegNet-Basic: Table 1's 52.6 ms x (422.5 + 488.71) / 422.5 (SegNet, Table 6) = 113.44 ms;
+    # 10,000 x 12 x 113.44 ms + 10 x 101 x 52.6 ms = 13,666.3 s = 3.80 h.
+    assert est["archs"]["segnet-basic"]["paper_gpu_step_ms"] == 113.4
+    assert est["archs"]["segnet-basic"]["paper_gpu_hours"] == 3.8
+    assert {x["infer_ms"] for x in r["runs"]} == {50.0}
+    md = (results / "table1-smoke" / "table1.md").read_text()
+    assert re.search(r"\| segnet-basic \| 1\.4\d\d \| 1 \| 50\.0 / 52\.6 \| 0\.1 \|", md)
+    assert "| segnet-basic-encoder-addition | 302.0 | 10.1 | 114.3 | 3.8 |" in md  # 53.0 x 2.1567 = 114.31
+    # All 16 runs: 2 x (8 x 36,050.5 s + 120 s x (0 + 1 + ... + 7)) = 2 x 291,764 s = 162 h.
+    assert "Hand CPU, 2 CPUs" in md and "all 16 runs: 162 hours" in md

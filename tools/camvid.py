@@ -25,6 +25,7 @@ COLOURS = np.array(_TABLE["colours"] + [_TABLE["void_colour"]], dtype=np.uint8) 
 PUBLISHED_WEIGHTS: list[float] = _TABLE["published_weights"]
 PAPER_TABLE2_ORDER: list[str] = _TABLE["paper_table2_order"]
 SPLITS = ("train", "val", "test")
+SPLIT_SIZES: dict[str, int] = dict(_TABLE["sizes"])  # images per split: 367 / 101 / 233
 HEIGHT, WIDTH = int(_TABLE["height"]), int(_TABLE["width"])
 
 

@@ -15,8 +15,9 @@ can be spread over machines with --archs or --shard i/n (the i-th of every n pla
 `report` writes STUDY.md, .json, .csv and .png into the study folder: for every run G, C, mIoU, BF on the test
 split and G, C, mIoU on the training split beside the paper's (data/paper.json) and the difference; params and
 storage multiplier from the generated nets, inference time from RESULTS/benchmark/benchmark.json when
-`make benchmark` has written it; the ranking of the variants by test mIoU and BF against the paper's (Spearman,
-Kendall); and the paper's findings (docs/paper.md §1) checked on the measured table, each held / not held.
+`make benchmark` has written it; the paper preset's training time estimated from the benchmark's measured
+per-image step and from the paper's own GPU timings; the ranking of the variants by test mIoU and BF against the
+paper's (Spearman, Kendall); and the paper's findings (docs/paper.md §1) checked on the measured table, each held / not held.
 
 Weightings: `mfb` trains with the published median-frequency class weights (data/camvid.json, SegNet-Tutorial's
 `class_weighting`), `nf` with none (natural frequency), as Table 1's two column groups.
@@ -38,8 +39,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from prototxt.protocol import FCN_BASIC_LR
+from prototxt.protocol import FCN_BASIC_LR, settings
 from tools import paper
+from tools.camvid import SPLIT_SIZES
 from tools.runio import ROOT, command_parser, console_logging, fail, logger, write_text_atomic
 
 TOOL = "study"
@@ -214,7 +216,9 @@ def collect(folder: Path, study: str) -> dict:
 
 
 def architecture_columns(arch: str, results: Path) -> dict:
-    """Params and storage multiplier from the generated net; inference ms from the benchmark's JSON if any."""
+    """Params and storage multiplier from the generated net; from the benchmark's JSON if any
+    (RESULTS/benchmark/benchmark.json): inference ms, the training step's forward + backward ms at batch 1 and
+    the paper preset's training time estimated from them (`paper_preset_hours`)."""
     import caffe
 
     from prototxt import count_params
@@ -226,13 +230,47 @@ def architecture_columns(arch: str, results: Path) -> dict:
     channels = {name: blob.data.shape[1] for name, blob in net.blobs.items() if blob.data.ndim == 4}
     del net
     row = {"params_m": round(count_params(deploy) / 1e6, 3), "storage": benchmark.storage_multiplier(deploy, channels),
-           "infer_ms": None}
+           "infer_ms": None, "step_ms": None, "paper_preset_hours": None}
     bench = results / "benchmark" / "benchmark.json"
     if bench.is_file():
         for r in json.loads(bench.read_text()).get("rows", []):
             if r.get("arch") == arch and r.get("infer_ms") is not None:
                 row["infer_ms"] = round(r["infer_ms"], 1)
+            if r.get("arch") == arch and r.get("forward_ms") is not None and r.get("backward_ms") is not None:
+                row["step_ms"] = round(r["forward_ms"] + r["backward_ms"], 1)
+                row["paper_preset_hours"] = round(paper_preset_hours(arch, row["step_ms"], r["infer_ms"]), 2)
     return row
+
+
+def benchmark_device(results: Path) -> str | None:
+    """What RESULTS/benchmark/benchmark.json was measured on, in words (None without one)."""
+    bench = results / "benchmark" / "benchmark.json"
+    if not bench.is_file():
+        return None
+    m = json.loads(bench.read_text()).get("machine", {})
+    where = m.get("gpu") if m.get("mode") == "GPU" else f"{m.get('cpu')}, {m.get('cpus_usable')} CPUs"
+    return f"{where} ({m.get('mode')} mode, {m.get('caffe_prefix')}), {m.get('date')}, load {m.get('load_average_start')}"
+
+
+def paper_preset_hours(arch: str, step_ms: float, infer_ms: float) -> float:
+    """Hours one run of the paper preset takes where a training step of one image (forward + backward at
+    360x480, batch 1) takes `step_ms` and a validation image's forward `infer_ms`: max_iter steps of `batch`
+    images, plus a forward pass over CamVid's validation split every val_every iterations. BVLC Caffe's
+    convolutions loop over the images of a batch, so a step of B images is taken as B one-image steps: an
+    estimate from measured batch-1 times, not a measurement at batch 12. BatchNorm statistics and scoring come on
+    top (minutes)."""
+    s = settings(arch, "paper")
+    seconds = (s["max_iter"] * s["batch"] * step_ms
+               + (s["max_iter"] // s["val_every"]) * SPLIT_SIZES["val"] * infer_ms) / 1000
+    return seconds / 3600
+
+
+def paper_gpu_step_ms(arch: str) -> float:
+    """A training step of one image on the paper's GPU, from its own measurements: Table 1's inference time of
+    `arch` times (forward + backward) / forward of SegNet in Table 6 (the only encoder-decoder of this family
+    timed there, 2.16)."""
+    segnet = paper.table6()["segnet"]
+    return paper.table1()[arch]["infer_ms"] * (segnet["forward_ms"] + segnet["backward_ms"]) / segnet["forward_ms"]
 
 
 def rank_agreement(ours: dict[str, float], theirs: dict[str, float]) -> dict:
@@ -340,7 +378,15 @@ def report(study: str, preset: str, results: Path) -> dict:
     any_run = run_folder(folder, archs[0], next(iter(table[archs[0]])))
     images = {split: json.loads((any_run / "eval" / split / "metrics.json").read_text()).get("images")
               for split in ("test", "train")}
+    estimate = {"device": benchmark_device(results), "paper_preset": {k: settings(archs[0], "paper")[k] for k in
+                                                                       ("batch", "max_iter", "val_every")},
+                "archs": {a: {"step_ms": columns[a]["step_ms"], "hours": columns[a]["paper_preset_hours"],
+                              "paper_gpu_step_ms": round(paper_gpu_step_ms(a), 1) if study == "table1" else None,
+                              "paper_gpu_hours": round(paper_preset_hours(a, paper_gpu_step_ms(a),
+                                                                          paper.table1()[a]["infer_ms"]), 2)
+                              if study == "table1" else None} for a in archs}}
     result = {"study": study, "preset": preset, "images": images, "runs": rows, "ranking": ranking,
+              "paper_preset_estimate": estimate,
               "findings": findings(table) if study == "table1" else [], "machine": machine(),
               "missing": [f"{a}-{w}" for a in STUDIES[study] for w in WEIGHTINGS if w not in table.get(a, {})]}
     write_text_atomic(folder / f"{study}.json", json.dumps(result, indent=2) + "\n")
@@ -368,9 +414,9 @@ def render_markdown(r: dict) -> str:
         if not rows:
             continue
         lines += [f"## {w.upper()} ({'median-frequency class weights' if w == 'mfb' else 'no class weights'})", "",
-                  "| variant | params M | storage | lr | test G | test C | test mIoU | test BF | train G | train C | "
-                  "train mIoU | best iter | train min |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| variant | params M | storage | infer ms | lr | test G | test C | test mIoU | test BF | train G | "
+                  "train C | train mIoU | best iter | train min |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for x in rows:
             cells = []
             for split, names in paper.TABLE1_METRICS.items():
@@ -379,12 +425,21 @@ def render_markdown(r: dict) -> str:
                     cells.append(f"{_fmt(ours)} / {_fmt(theirs)}" + ("" if x[f"diff_{split}_{k}"] is None
                                                                      else f" ({x[f'diff_{split}_{k}']:+.1f})"))
             storage = "n/a" if x["storage"] is None else x["storage"]
-            lines.append(f"| {x['arch']} | {x['params_m']:.3f} | {storage} | {x['lr']:g} | " + " | ".join(cells)
+            infer = f"{_fmt(x['infer_ms'])} / {_fmt(paper.table1().get(x['arch'], {}).get('infer_ms'))}"
+            lines.append(f"| {x['arch']} | {x['params_m']:.3f} | {storage} | {infer} | {x['lr']:g} | "
+                         + " | ".join(cells)
                          + f" | {_fmt(x['best_iteration'])} | {_fmt(x['train_minutes'])} |")
         lines.append("")
     if len({x["lr"] for x in r["runs"]}) > 1:
         lines += ["lr: each run's learning rate. The paper trains every variant at 0.1; the FCN-Basic family diverges "
                   f"there in this reading and trains at {FCN_BASIC_LR:g} (docs/paper.md §9.4).", ""]
+    if any(x["infer_ms"] is None for x in r["runs"]):
+        lines += ["infer ms: the deploy net's forward at batch 1, 360×480, from `make benchmark` "
+                  "(RESULTS/benchmark/benchmark.json; — where it has not run) / the paper's (an NVIDIA Titan).", ""]
+    else:
+        lines += [f"infer ms: the deploy net's forward at batch 1, 360×480, on {r['paper_preset_estimate']['device']} "
+                  "(`make benchmark`) / the paper's (an NVIDIA Titan, cuDNN v3).", ""]
+    lines += _estimate_markdown(r)
     lines += ["## Ranking by test score against the paper's", "",
               "| columns | runs | Spearman ρ | Kendall τ | ours, best first |", "|---|---:|---:|---:|---|"]
     for key, v in r["ranking"].items():
@@ -400,6 +455,37 @@ def render_markdown(r: dict) -> str:
     if r["missing"]:
         lines += ["", f"Not finished yet: {', '.join(r['missing'])}."]
     return "\n".join(lines) + "\n"
+
+
+def _estimate_markdown(r: dict) -> list[str]:
+    """The paper preset's training time per run, estimated from measured per-image step times."""
+    e = r["paper_preset_estimate"]
+    p = e["paper_preset"]
+    ours = [a for a, v in e["archs"].items() if v["hours"] is not None]
+    theirs = [a for a, v in e["archs"].items() if v["paper_gpu_hours"] is not None]
+    if not ours and not theirs:
+        return []
+    lines = ["## The paper preset's training time, estimated", "",
+             f"One run of the paper preset is {p['max_iter']:,} iterations of {p['batch']} images at 360×480 and a "
+             f"validation pass over the {SPLIT_SIZES['val']} validation images every {p['val_every']:,} iterations "
+             "(`tools.study.paper_preset_hours`: a step of B images taken as B one-image steps). Per-image step = "
+             "forward + backward of the TRAIN net at batch 1.", "",
+             "| variant | step ms, this benchmark | hours per run | step ms, the paper's GPU | hours per run |",
+             "|---|---:|---:|---:|---:|"]
+    for a, v in e["archs"].items():
+        lines.append(f"| {a} | {_fmt(v['step_ms'])} | {_fmt(v['hours'])} | {_fmt(v['paper_gpu_step_ms'])} | "
+                     f"{_fmt(v['paper_gpu_hours'])} |")
+    runs = collections.Counter(x["arch"] for x in r["runs"]) if r["runs"] else {}
+    weightings = max(runs.values()) if runs else 1
+    total = lambda key: sum(v[key] for v in e["archs"].values() if v[key] is not None) * weightings
+    lines += ["", f"This benchmark: {e['device'] or 'none yet (`make benchmark`; `GPU=0` on a GPU machine)'}"
+              + (f"; all {weightings * len(ours)} runs: {total('hours'):.0f} hours." if ours else "."),
+              "The paper's GPU: Table 1's inference time × (forward + backward) / forward of SegNet in Table 6 "
+              "(an NVIDIA Titan with cuDNN v3, 2015; a modern GPU is faster, by how much only `make benchmark GPU=0` "
+              "there says)"
+              + (f"; all {weightings * len(theirs)} runs: {total('paper_gpu_hours'):.0f} hours." if theirs else "."),
+              ""]
+    return lines
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
