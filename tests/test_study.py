@@ -233,7 +233,8 @@ def test_inference_time_and_paper_preset_estimate_from_a_benchmark(smoke_study, 
     for run in folder.iterdir():
         if run.is_dir() and run.name != "lmdb":
             (results / "table1-smoke" / run.name).symlink_to(run)
-    rows = [{"arch": a, "forward_ms": 100.0 + i, "backward_ms": 200.0, "infer_ms": 50.0} for i, a in enumerate(VARIANTS)]
+    rows = [{"arch": a, "forward_ms": 100.0 + i, "backward_ms": 200.0, "infer_ms": 50.0}
+            for i, a in enumerate(VARIANTS)]
     machine = {"mode": "CPU", "cpu": "Hand CPU", "cpus_usable": 2, "caffe_prefix": "p", "date": "d",
                "load_average_start": [0.1]}
     (results / "benchmark").mkdir()

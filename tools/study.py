@@ -17,7 +17,8 @@ split and G, C, mIoU on the training split beside the paper's (data/paper.json) 
 storage multiplier from the generated nets, inference time from RESULTS/benchmark/benchmark.json when
 `make benchmark` has written it; the paper preset's training time estimated from the benchmark's measured
 per-image step and from the paper's own GPU timings; the ranking of the variants by test mIoU and BF against the
-paper's (Spearman, Kendall); and the paper's findings (docs/paper.md §1) checked on the measured table, each held / not held.
+paper's (Spearman, Kendall); and the paper's findings (docs/paper.md §1) checked on the measured table, each held /
+not held.
 
 Weightings: `mfb` trains with the published median-frequency class weights (data/camvid.json, SegNet-Tutorial's
 `class_weighting`), `nf` with none (natural frequency), as Table 1's two column groups.
@@ -249,7 +250,8 @@ def benchmark_device(results: Path) -> str | None:
         return None
     m = json.loads(bench.read_text()).get("machine", {})
     where = m.get("gpu") if m.get("mode") == "GPU" else f"{m.get('cpu')}, {m.get('cpus_usable')} CPUs"
-    return f"{where} ({m.get('mode')} mode, {m.get('caffe_prefix')}), {m.get('date')}, load {m.get('load_average_start')}"
+    return (f"{where} ({m.get('mode')} mode, {m.get('caffe_prefix')}), {m.get('date')}, "
+            f"load {m.get('load_average_start')}")
 
 
 def paper_preset_hours(arch: str, step_ms: float, infer_ms: float) -> float:
@@ -475,17 +477,18 @@ def _estimate_markdown(r: dict) -> list[str]:
     for a, v in e["archs"].items():
         lines.append(f"| {a} | {_fmt(v['step_ms'])} | {_fmt(v['hours'])} | {_fmt(v['paper_gpu_step_ms'])} | "
                      f"{_fmt(v['paper_gpu_hours'])} |")
-    runs = collections.Counter(x["arch"] for x in r["runs"]) if r["runs"] else {}
-    weightings = max(runs.values()) if runs else 1
-    total = lambda key: sum(v[key] for v in e["archs"].values() if v[key] is not None) * weightings
-    lines += ["", f"This benchmark: {e['device'] or 'none yet (`make benchmark`; `GPU=0` on a GPU machine)'}"
-              + (f"; all {weightings * len(ours)} runs: {total('hours'):.0f} hours." if ours else "."),
-              "The paper's GPU: Table 1's inference time × (forward + backward) / forward of SegNet in Table 6 "
-              "(an NVIDIA Titan with cuDNN v3, 2015; a modern GPU is faster, by how much only `make benchmark GPU=0` "
-              "there says)"
-              + (f"; all {weightings * len(theirs)} runs: {total('paper_gpu_hours'):.0f} hours." if theirs else "."),
-              ""]
-    return lines
+    weightings = max(collections.Counter(x["arch"] for x in r["runs"]).values())  # runs per variant in the plan
+
+    def total(key: str) -> float:
+        return weightings * sum(v[key] for v in e["archs"].values() if v[key] is not None)
+
+    lines += ["", f"- This benchmark: {e['device'] or 'none yet (`make benchmark`; `GPU=0` on a GPU machine)'}"
+              + (f"; all {weightings * len(ours)} runs: {total('hours'):.0f} hours." if ours else ".")]
+    if theirs:
+        lines.append("- The paper's GPU: Table 1's inference time × (forward + backward) / forward of SegNet in Table 6 "
+                     "(an NVIDIA Titan with cuDNN v3, 2015; a modern GPU is faster, by how much only `make benchmark "
+                     f"GPU=0` there says); all {weightings * len(theirs)} runs: {total('paper_gpu_hours'):.0f} hours.")
+    return lines + [""]
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
