@@ -28,6 +28,29 @@ def test_caffe_is_the_projects_bvlc_build():
     assert "upsample_param" not in caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
 
 
+
+def test_provenance_names_the_caffe_that_is_imported(tmp_path):
+    """A result's provenance names the build `import caffe` finds: PYTHONPATH can put another install prefix of
+    the build cache first (tools.cpu_speed does), and then that one made the numbers, not the venv's link."""
+    import json
+    import sys
+
+    other = tmp_path / "bvlc-other-prefix"
+    (other / "python" / "caffe").mkdir(parents=True)
+    (other / "python" / "caffe" / "__init__.py").write_text("")
+    (other / "lib").mkdir()
+    code = "import json; from tools.runio import provenance; print(json.dumps(provenance()['caffe']))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(other / "python"), str(ROOT)])}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["build"] == "bvlc-other-prefix"
+    # Without it, the venv's own build (the one `make setup` linked).
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    linked = Path((VENV / ".caffe-prefix").read_text().strip())
+    assert Path(json.loads(out.stdout)["prefix"]).resolve() == linked.resolve()
+
+
 def numpy_max_pool_with_mask(x: np.ndarray, k: int = 2, s: int = 2):
     """Caffe's MAX pooling (ceil mode, no pad): value and flat index h*W+w of the first maximum."""
     n, c, h, w = x.shape

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -197,6 +198,13 @@ def out_folder_problem(path: Path) -> str | None:
 
 
 def caffe_prefix() -> Path | None:
+    """The install prefix of the Caffe that `import caffe` finds (PREFIX/python/caffe; PYTHONPATH can put another
+    build of the cache first, as tools.cpu_speed does), else the one `make setup` linked (.venv/.caffe-prefix)."""
+    spec = importlib.util.find_spec("caffe")  # locates the package without importing it
+    if spec is not None and spec.origin:
+        prefix = Path(spec.origin).resolve().parents[2]
+        if (prefix / "lib").is_dir():
+            return prefix
     marker = ROOT / ".venv" / ".caffe-prefix"
     return Path(marker.read_text().strip()) if marker.is_file() else None
 
