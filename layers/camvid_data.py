@@ -1,4 +1,4 @@
-"""CamVidData: the training data layer, a Python layer over the LMDB pair of `tools.camvid_to_lmdb`.
+"""CamVidData: the training data layer, a Python layer over the LMDB pair of `python -m tools.camvid_to_lmdb`.
 
     layer { name: "data" type: "Python" top: "data" top: "label"
       python_param { module: "layers.camvid_data" layer: "CamVidData"
@@ -27,6 +27,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+
+# What a net's python_param names to load this layer (the generators and the tools read it from here).
+MODULE, LAYER = "layers.camvid_data", "CamVidData"
 
 DEFAULTS = {"batch_size": 4, "seed": 1, "shuffle": True, "mirror": False, "start_iter": 0, "cache": False}
 
@@ -120,7 +123,7 @@ if caffe is not None:
         """Tops: data (N,3,H,W) raw BGR 0-255 float32, label (N,1,H,W) float32 0..11. No bottoms."""
 
         def setup(self, bottom, top):
-            from tools.lmdb_io import PairReader
+            from segnet_bvlc.lmdb_data.pairs import PairReader
 
             if bottom:
                 raise ValueError("CamVidData takes no bottoms")

@@ -10,9 +10,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from .protocol import markdown as protocol_markdown
 from .options import BIASES, DATA_MODES, FC_DIMS, PROTOCOLS, SPLITS, Options, OptionsError
 from .output import render_net, render_solver, write_all, write_atomic
+from .protocol import markdown as protocol_markdown
 from .registry import ARCHS
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tools.runio import write_text_atomic
+from segnet_bvlc.core.files import write_text_atomic
+from segnet_bvlc.core.paths import ROOT
 
 from .options import Options
 from .params import count_params
 from .registry import ARCHS, build_net, get, resolve
 from .solver import build_solver
 
-ROOT = Path(__file__).resolve().parent.parent
 MODELS = "prototxt/models"
 SPLIT_FILES = ("train", "test", "deploy")
 ALL_COMMAND = "python -m prototxt --all   (make prototxt)"

@@ -8,9 +8,9 @@ from typing import Callable
 
 from caffe.proto import caffe_pb2
 
-from . import deconvnet, deeplab, fcn, protocol, segnet
-from tools import paper
+from segnet_bvlc.core import paper
 
+from . import deconvnet, deeplab, fcn, protocol, segnet
 from .blocks import NetBuilder
 from .options import Options, OptionsError, validate
 

@@ -14,6 +14,7 @@ from .options import Options
 from .protocol import settings
 from .registry import resolve
 
+
 def build_solver(arch: str, opts: Options | None = None, train_net: str | None = None, test_net: str | None = None,
                  snapshot_prefix: str | None = None, max_iter: int | None = None, test_iter: int = 101,
                  test_interval: int = 1000) -> caffe_pb2.SolverParameter:

@@ -22,7 +22,7 @@ from .registry import ARCH_LIST, build_net
 def measure() -> list[dict]:
     import caffe  # noqa: PLC0415
 
-    from tools.nets import net_from_param  # noqa: PLC0415
+    from segnet_bvlc.nets.load import net_from_param  # noqa: PLC0415
 
     caffe.set_mode_cpu()
     deconvnet = next(a for a in ARCH_LIST if a.name == "deconvnet")

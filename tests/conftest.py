@@ -14,7 +14,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # Caffe's INFO/WARNING logs drow
 # `import caffe` failing here makes the whole run fail, which is what CI must do without Caffe.
 import caffe  # noqa: E402
 
-from tools.nets import net_from_param  # noqa: E402
+from segnet_bvlc.nets.load import net_from_param  # noqa: E402
 
 caffe.set_mode_cpu()
 
@@ -38,7 +38,7 @@ def net_from_spec(spec, phase=None, weights: str | None = None):
 def camvid_lmdb(camvid_dir, tmp_path_factory):
     """make(height, width, train, val): a folder with train/ and val/ LMDB pairs of the first `train` and `val`
     images of real CamVid at that size, converted once per session (tools.camvid_to_lmdb)."""
-    from tools.camvid_to_lmdb import convert
+    from segnet_bvlc.lmdb_data.convert import convert
 
     made: dict[tuple[int, int, int, int], Path] = {}
 

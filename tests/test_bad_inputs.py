@@ -25,9 +25,10 @@ import pytest
 from PIL import Image
 
 import tests.fork.caffemodels as fork_files
+from segnet_bvlc.dataset import camvid
+from segnet_bvlc.lmdb_data.convert import convert
+from segnet_bvlc.nets import load as nets
 from tests.conftest import ROOT
-from tools import camvid, nets
-from tools.camvid_to_lmdb import convert
 
 
 def _prototxt(out: Path, arch: str, *options: str) -> Path:

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from prototxt import count_params
-from tools import benchmark as bench, nets
-from tools import benchmark_measure as measure, benchmark_report as report
+from segnet_bvlc.benchmark import measure, report
+from segnet_bvlc.benchmark import run as bench
+from segnet_bvlc.nets import load as nets
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from caffe import layers as L
 from caffe import params as P
 
+from segnet_bvlc import bn_stats
 from tests.conftest import net_from_spec
-from tools import bn_stats
 
 C_IN, C1, C2, H, W = 3, 4, 5, 6, 7
 

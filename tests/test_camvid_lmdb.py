@@ -10,17 +10,17 @@ import sys
 import time
 from pathlib import Path
 
+import caffe
 import numpy as np
 import pytest
+from caffe import layers as L
+from caffe import params as P
 from PIL import Image
 
-import caffe
-from caffe import layers as L, params as P
+from segnet_bvlc.dataset.camvid import CamVidError, colourise, read_list, resize_label
+from segnet_bvlc.lmdb_data.convert import convert, verify
+from segnet_bvlc.lmdb_data.pairs import IMAGES, LABELS, META, PairReader
 from tests.conftest import ROOT, net_from_spec
-from tools.camvid import CamVidError, colourise, read_list
-from tools.camvid import resize_label
-from tools.camvid_to_lmdb import convert, verify
-from tools.lmdb_io import IMAGES, LABELS, META, PairReader
 
 PY = sys.executable
 
@@ -157,7 +157,7 @@ def test_force_refuses_a_foreign_folder(camvid_dir, tmp_path):
 def test_verify_detects_a_changed_entry(camvid_dir, tmp_path):
     import lmdb
 
-    from tools.lmdb_io import decode_datum, encode_datum
+    from segnet_bvlc.lmdb_data.pairs import decode_datum, encode_datum
 
     out = tmp_path / "tampered"
     convert(camvid_dir, "train", out, height=45, width=60, limit=2, progress=False)

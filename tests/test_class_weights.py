@@ -6,17 +6,25 @@ import json
 import subprocess
 import sys
 
+import caffe
 import numpy as np
 import pytest
 import torch
+from caffe import layers as L
 from PIL import Image
 
-import caffe
-from caffe import layers as L
+from segnet_bvlc.dataset.camvid import CLASSES, PUBLISHED_WEIGHTS, VOID
+from segnet_bvlc.dataset.class_weights import (
+    PUBLISHED_PROTO,
+    RECOMPUTED_JSON,
+    RECOMPUTED_PROTO,
+    compute,
+    label_statistics,
+    median_frequency_weights,
+    read_infogain,
+    write_infogain,
+)
 from tests.conftest import ROOT, net_from_spec
-from tools.camvid import CLASSES, PUBLISHED_WEIGHTS, VOID
-from tools.class_weights import (PUBLISHED_PROTO, RECOMPUTED_JSON, RECOMPUTED_PROTO, compute, label_statistics,
-                                 median_frequency_weights, read_infogain, write_infogain)
 
 
 def _tiny_labels():

@@ -29,12 +29,13 @@ import torch.nn.functional as F
 from caffe import layers as L
 from caffe.proto import caffe_pb2
 
+from segnet_bvlc.dataset.camvid import read_list
+from segnet_bvlc.nets import caffemodel
+from segnet_bvlc.nets import convert as cw
+from segnet_bvlc.nets import load as nets
 from tests.conftest import ROOT, net_from_spec
 from tests.fork import caffemodels as fork
 from tests.fork.schema import messages
-from tools import caffemodel, nets
-from tools import convert_weights as cw
-from tools.camvid import read_list
 
 # Largest |Caffe - PyTorch| allowed, relative to the largest |score|: float32 convolutions summed in another
 # order differ by a few ulps per layer; a wrong mapping (a transposed kernel, a BN on the wrong layer, a

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from segnet_bvlc.benchmark.cpu_speed import SpeedError, differences, parse_config
 from tests.conftest import ROOT
-from tools.cpu_speed import SpeedError, differences, parse_config
 
 
 def test_differences_by_hand(tmp_path):

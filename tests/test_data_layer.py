@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import shutil
 
+import caffe
 import lmdb
 import numpy as np
 import pytest
-
-import caffe
 from caffe import layers as L
-from tests.conftest import net_from_spec
+
 from layers.camvid_data import Sampler, epoch_mirror, epoch_order, order_at, parse_params
-from tools.camvid_to_lmdb import convert
-from tools.lmdb_io import PairReader
+from segnet_bvlc.lmdb_data.convert import convert
+from segnet_bvlc.lmdb_data.pairs import PairReader
+from tests.conftest import net_from_spec
 
 N = 5  # images in the test LMDB; batch 2 makes batches straddle epoch boundaries
 

@@ -30,11 +30,11 @@ from PIL import Image
 
 from layers import mc_dropout
 from prototxt import Options, build_net
+from segnet_bvlc.dataset import camvid
+from segnet_bvlc.demo.measure import free_port
+from segnet_bvlc.nets.load import load_net, net_from_param, read_weights
 from tests.conftest import ROOT
 from tests.test_segment import hue_net, hue_spec
-from tools import camvid
-from tools.demo_measure import free_port
-from tools.nets import load_net, net_from_param, read_weights
 
 CHROMIUM = "/usr/bin/chromium"
 SAMPLES = 2  # the page's Monte Carlo samples for the dropout model (--samples)
@@ -213,7 +213,7 @@ def test_predictions_equal_tools_segment_and_an_independent_recomputation(server
     assert clear.mean() > 0.99 and (cli["run"][image_path][clear] == expected[clear]).all()
     assert len(np.unique(expected)) > 3  # the untrained net still predicts many classes
 
-    from tools.runio import load_net_param
+    from segnet_bvlc.nets.load import load_net_param
     sampling = net_from_param(mc_dropout.sampling_net_param(load_net_param(server["run_deploy"])),
                               weights=read_weights(server["run_weights"]))
     mc_dropout.seed_net(sampling, 0)
@@ -248,7 +248,7 @@ def test_metrics_legend_pixel_and_uncertainty(server, pairs):
     assert m["mean_iou"] == pytest.approx(iou.sum() / 11, abs=1e-12)
     union = rows + cols - diag
     assert m["mean_iou_present"] == pytest.approx((diag[union > 0] / union[union > 0]).mean(), abs=1e-12)
-    from tools import evaluate
+    from segnet_bvlc.evaluation import evaluate
     bf = evaluate.evaluate_arrays([(gt, labels)], boundary=True)["boundary_f1"]
     assert 0 < m["boundary_f1"] == pytest.approx(bf, abs=1e-12)
 

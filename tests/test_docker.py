@@ -370,7 +370,7 @@ def test_host_pip_settings_are_translated_for_build_and_run(tmp_path):
 
 def test_benchmark_records_unknown_commit_without_git(monkeypatch, tmp_path):
     """The image has no git: `make benchmark` records the project commit as "unknown" instead of failing."""
-    from tools import benchmark_measure
+    from segnet_bvlc.benchmark import measure as benchmark_measure
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no git (nor anything else) on PATH
     assert benchmark_measure.machine_info(None)["project_commit"] == "unknown"

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segnet_bvlc.dataset import camvid
+from segnet_bvlc.evaluation import evaluate
 from tests.conftest import ROOT
-from tools import camvid, evaluate
 
 CAR, ROAD = camvid.CLASSES.index("Car"), camvid.CLASSES.index("Road")
 

@@ -222,7 +222,7 @@ def test_solverstate_relink_keeps_everything_else(tmp_path, name):
     """The snapshot's solverstate is relinked by splicing bytes; protobuf's own parser is the oracle."""
     from caffe.proto import caffe_pb2
 
-    from tools.snapshots import relink_solverstate
+    from segnet_bvlc.training.snapshots import relink_solverstate
 
     state = caffe_pb2.SolverState(iter=7, learned_net="/tmp/.writing/iter_iter_7.caffemodel", current_step=2)
     for n in (3, 70000):

@@ -39,7 +39,7 @@ def test_provenance_names_the_caffe_that_is_imported(tmp_path):
     (other / "python" / "caffe").mkdir(parents=True)
     (other / "python" / "caffe" / "__init__.py").write_text("")
     (other / "lib").mkdir()
-    code = "import json; from tools.runio import provenance; print(json.dumps(provenance()['caffe']))"
+    code = "import json; from segnet_bvlc.core.provenance import provenance; print(json.dumps(provenance()['caffe']))"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(other / "python"), str(ROOT)])}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -188,7 +188,7 @@ def test_installer_help_and_unknown_option():
 
 def test_venv_python_imports_caffe_without_environment_variables():
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    code = ("import sys, caffe, layers, tools.camvid; "
+    code = ("import sys, caffe, layers, segnet_bvlc.dataset.camvid; "
             "print('ok', sys.version_info[0], sys.version_info[1], sys.prefix)")
     result = subprocess.run([str(VENV / "bin" / "python"), "-c", code],
                             capture_output=True, text=True, env=env, cwd="/")

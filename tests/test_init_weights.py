@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from caffe import layers as L
 
+from segnet_bvlc.nets.caffemodel import read_caffemodel
+from segnet_bvlc.nets.convert import build_deploy
+from segnet_bvlc.nets.load import net_from_param
+from segnet_bvlc.training.init_weights import VGG16_CONVS, InitWeightsError, init_from_vgg16
 from tests import forkproto
 from tests.conftest import ROOT, net_from_spec
-from tools.caffemodel import read_caffemodel
-from tools.convert_weights import build_deploy
-from tools.nets import net_from_param
-from tools.init_weights import VGG16_CONVS, InitWeightsError, init_from_vgg16
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from caffe.proto import caffe_pb2
 
-from tests.conftest import ROOT, net_from_spec
 from prototxt import Options, build_net
+from tests.conftest import ROOT, net_from_spec
 
 VOID, K = 11, 11
 N, H, W = 2, 16, 20  # the generators' minimum size is 16; H != W catches a transposed layout

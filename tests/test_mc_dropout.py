@@ -22,8 +22,9 @@ from PIL import Image
 
 from layers import mc_dropout
 from prototxt import Options, OptionsError, build_net
+from segnet_bvlc.dataset import camvid
+from segnet_bvlc.evaluation import segment
 from tests.conftest import ROOT, net_from_spec
-from tools import camvid, segment
 
 
 def dropout_spec(shape, ratio=0.5, seed=None, in_place=False):

@@ -60,8 +60,8 @@ def test_validation_adds_little_to_the_training_peak(measured, arch):
 
 @pytest.mark.parametrize("arch", ["segnet-basic", "fcn-basic", "bilinear-interpolation"])
 def test_estimate_agrees_with_the_measured_training_peak(lmdb, measured, arch):
-    from tools.memory import estimate_run, lmdb_cache_bytes
-    from tools.train import TrainConfig
+    from segnet_bvlc.training.memory import estimate_run, lmdb_cache_bytes
+    from segnet_bvlc.training.train import TrainConfig
 
     v, run = measured[arch]
     cfg = TrainConfig.load(run / "config.json")

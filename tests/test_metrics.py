@@ -22,9 +22,9 @@ from PIL import Image
 from scipy.ndimage import distance_transform_edt
 from scipy.optimize import linear_sum_assignment
 
-from tools import boundary as B
-from tools import metrics as M
-from tools.camvid import read_list
+from segnet_bvlc.dataset.camvid import read_list
+from segnet_bvlc.evaluation import boundary as B
+from segnet_bvlc.evaluation import metrics as M
 
 K, VOID = 11, 11
 

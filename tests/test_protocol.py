@@ -17,9 +17,9 @@ from google.protobuf import text_format
 
 from prototxt import ARCHS
 from prototxt.protocol import PRESETS, markdown
+from segnet_bvlc.pipeline import pipeline_config
+from segnet_bvlc.training.train import build_parser, config_from_args, write_nets
 from tests.conftest import ROOT
-from tools.camvid_pipeline import pipeline_config
-from tools.train import build_parser, config_from_args, write_nets
 
 TABLE1 = {"segnet-basic", "segnet-basic-single-channel-decoder", "segnet-basic-encoder-addition",
           "bilinear-interpolation", "fcn-basic", "fcn-basic-no-addition", "fcn-basic-no-dim-reduction",

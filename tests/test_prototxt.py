@@ -20,9 +20,9 @@ from prototxt import ARCHS, Options, bilinear_surgery, build_net, build_solver, 
 from prototxt.__main__ import main
 from prototxt.output import write_all
 from prototxt.surgery import bilinear_kernel
+from segnet_bvlc.core import paper
+from segnet_bvlc.dataset.camvid import PUBLISHED_WEIGHTS
 from tests.conftest import ROOT, net_from_spec
-from tools import paper
-from tools.camvid import PUBLISHED_WEIGHTS
 
 EXPECTED_ARCHS = [
     "segnet", "segnet-basic", "segnet-basic-single-channel-decoder", "segnet-basic-encoder-addition",

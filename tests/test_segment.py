@@ -21,8 +21,9 @@ import pytest
 from caffe import layers as L
 from PIL import Image
 
+from segnet_bvlc.dataset import camvid
+from segnet_bvlc.evaluation import segment
 from tests.conftest import ROOT, net_from_spec
-from tools import camvid, segment
 
 
 def channel_argmax_net(h: int, w: int, classes: int = camvid.NUM_CLASSES):
@@ -137,7 +138,7 @@ def test_command_line_end_to_end(images, camvid_dir, tmp_path):
     assert (np.array(Image.open(out / images[0].name)) == expected_labels(bgr, 90, 120)).all()
     # The written label PNGs, scored by tools.evaluate against the real CamVid ground truth, give the global
     # accuracy counted here with NumPy: correct non-void pixels / non-void pixels, over both images.
-    from tools import evaluate
+    from segnet_bvlc.evaluation import evaluate
     gt_dir = tmp_path / "gt"
     gt_dir.mkdir()
     correct = counted = 0

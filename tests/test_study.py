@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segnet_bvlc import study
 from tests.conftest import ROOT
-from tools import study
 
 PY = sys.executable
 VARIANTS = ["bilinear-interpolation", "segnet-basic", "segnet-basic-encoder-addition",
@@ -148,7 +148,7 @@ def _table(mfb: dict, nf: dict | None = None) -> dict:
 
 
 def test_findings_on_the_papers_own_table_all_hold_and_a_swap_breaks_them():
-    from tools import paper
+    from segnet_bvlc.core import paper
 
     cells = lambda w: {a: tuple(paper.table1()[a][w]["test"][m] for m in ("G", "C", "mIoU", "BF"))  # noqa: E731
                        for a in VARIANTS}

@@ -9,14 +9,14 @@ BatchNorm removes them, their true gradient is 0 and both sides hold only round-
 
 from __future__ import annotations
 
+import caffe
 import numpy as np
 import pytest
 import torch
 
-import caffe
-from tools.benchmark_measure import fill_inputs, net_param
-from tools.nets import net_from_param
-from tools.torch_peer import PeerError, TorchPeer
+from segnet_bvlc.benchmark.measure import fill_inputs, net_param
+from segnet_bvlc.benchmark.torch_peer import PeerError, TorchPeer
+from segnet_bvlc.nets.load import net_from_param
 
 # (architecture, height, width, blob tolerance, gradient tolerance), relative L2 norms. The Table 1 variants agree to
 # float32 round-off (about 1e-6 in the blobs, 2e-5 in the gradients). The deep VGG nets differ more, for two reasons
@@ -126,7 +126,7 @@ def test_benchmark_without_pytorch_says_how_to_get_it(tmp_path, monkeypatch, cap
     """PyTorch is not a run-time pin: without it `--peer torch` stops in one line, before measuring anything."""
     import importlib.util
 
-    from tools import benchmark
+    from segnet_bvlc.benchmark import run as benchmark
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))

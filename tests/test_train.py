@@ -21,8 +21,8 @@ import caffe
 import numpy as np
 import pytest
 
+from segnet_bvlc.training.train import TrainConfig, train
 from tests.conftest import ROOT
-from tools.train import TrainConfig, train
 
 H, W = 45, 60  # four 2x2 poolings: 45x60 -> 23x30 -> 12x15 -> 6x8 -> 3x4
 
@@ -70,7 +70,7 @@ def caffemodel_blobs(path: Path) -> dict[str, list[np.ndarray]]:
 
 def lmdb_pairs(source: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image 3xHxW, label HxW) of an LMDB pair in list order (the data reader is tested in test_camvid_lmdb)."""
-    from tools.lmdb_io import PairReader
+    from segnet_bvlc.lmdb_data.pairs import PairReader
 
     with PairReader(source) as reader:
         return [(image, label[0]) for image, label in (reader[i] for i in range(len(reader)))]
@@ -179,7 +179,7 @@ def check_test_evaluation(run: Path, camvid_dir: Path, limit: int) -> None:
     import torch.nn.functional as F
     from PIL import Image
 
-    from tools.camvid import read_list
+    from segnet_bvlc.dataset.camvid import read_list
 
     metrics = json.loads((run / "eval" / "test" / "metrics.json").read_text())
     net = caffe.Net(str(run / "net" / "deploy.prototxt"), caffe.TEST, weights=str(run / "inference.caffemodel"))
@@ -378,7 +378,7 @@ def test_pipeline_without_validation_uses_the_last_iteration(camvid_dir, tiny_lm
     training (re-derived here), and the test metrics those of its predictions."""
     import dataclasses
 
-    from tools import camvid_pipeline
+    from segnet_bvlc import pipeline as camvid_pipeline
 
     real_config, real_ensure = camvid_pipeline.pipeline_config, camvid_pipeline.ensure_lmdb
     monkeypatch.setattr(camvid_pipeline, "pipeline_config", lambda args: dataclasses.replace(
@@ -447,8 +447,8 @@ def test_pipeline_scores_monte_carlo_dropout(camvid_dir, tmp_path):
     import torch.nn.functional as F
     from PIL import Image
 
-    from tools.camvid import read_list
-    from tools.segment import load_net, sample_probabilities
+    from segnet_bvlc.dataset.camvid import read_list
+    from segnet_bvlc.evaluation.segment import load_net, sample_probabilities
 
     run = tmp_path / "run"
     env = dict(os.environ, GLOG_minloglevel="2")

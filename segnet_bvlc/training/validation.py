@@ -5,7 +5,8 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
-from tools.runio import atomic_path, fault_point
+from segnet_bvlc.core.faults import fault_point
+from segnet_bvlc.core.files import atomic_path
 
 
 class Validator:
@@ -24,7 +25,7 @@ class Validator:
     """
 
     def __init__(self, deploy: Path, train_source: str, val_source: str, classes: int, batch: int):
-        from tools.lmdb_io import PairReader
+        from segnet_bvlc.lmdb_data.pairs import PairReader
 
         self.deploy, self.train_source, self.batch = deploy, train_source, batch
         self.reader = PairReader(val_source, cache=True)
@@ -33,9 +34,9 @@ class Validator:
     def __call__(self, weights: Path, iteration: int, save_if_better=None) -> dict:
         """Metrics of `weights`; `save_if_better(metrics)` returns a path for the scored net (weights and their
         full-pass statistics), or None."""
-        from tools import bn_stats, metrics
-        from tools.nets import load_net, net_from_param, read_weights
-        from tools.runio import load_net_param
+        from segnet_bvlc import bn_stats
+        from segnet_bvlc.evaluation import metrics
+        from segnet_bvlc.nets.load import load_net, load_net_param, net_from_param, read_weights
 
         weights = read_weights(weights)  # parsed once for both nets
         batches, _ = bn_stats.lmdb_batches(Path(self.train_source), self.batch)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 
-PATH = Path(__file__).resolve().parent.parent / "data" / "paper.json"
+from segnet_bvlc.core.paths import DATA
+
+PATH = DATA / "paper.json"
 TABLE1_METRICS = {"test": ("G", "C", "mIoU", "BF"), "train": ("G", "C", "mIoU")}  # Table 1 has no Train BF
 WEIGHTINGS = ("mfb", "nf")
 

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tools import paper
+from segnet_bvlc.core import paper
 
 # ------------------------------------------------------------------------------------------ the paper's figures
 # The paper's figures (data/paper.json, docs/paper.md §1 and §5). Table 1: params (M), storage multiplier

@@ -17,7 +17,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components, maximum_flow
 
-from tools.camvid import NUM_CLASSES, VOID
+from segnet_bvlc.dataset.camvid import NUM_CLASSES, VOID
 
 BF_TOLERANCE = 0.0075  # fraction of the image diagonal: computeBFmeasure.m's maxDist, the paper's 0.75 %
 BF_RULES = ("paper", "public")

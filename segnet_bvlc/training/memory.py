@@ -27,7 +27,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tools.runio import logger
+from segnet_bvlc.core.log import logger
 
 FLOAT = 4
 GB = 1024 ** 3
@@ -136,10 +136,9 @@ def estimate_run(cfg, train_prototxt: Path, deploy_prototxt: Path) -> dict:
 
     import caffe
 
-    from tools.bn_stats import in_batch_mode
-    from tools.nets import net_from_param
-    from tools.runio import load_net_param
-    from tools.train import _set_data_param
+    from segnet_bvlc.bn_stats import in_batch_mode
+    from segnet_bvlc.nets.load import load_net_param, net_from_param
+    from segnet_bvlc.training.train import _set_data_param
 
     train_param = load_net_param(train_prototxt)
     _set_data_param(train_param, cache=False)  # the estimate counts the cache itself
@@ -167,7 +166,7 @@ def estimate_run(cfg, train_prototxt: Path, deploy_prototxt: Path) -> dict:
 
 def available_bytes() -> tuple[int | None, str]:
     """(free memory, where): the GPU's free memory when training runs on a GPU, else the host's MemAvailable."""
-    from tools.runio import gpu_device
+    from segnet_bvlc.core.device import gpu_device
 
     gpu = gpu_device()
     if gpu and shutil.which("nvidia-smi"):
@@ -194,7 +193,7 @@ def preflight(cfg) -> dict:
     paper's protocol)."""
     import tempfile
 
-    from tools.train import RunError, write_nets
+    from segnet_bvlc.training.train import RunError, write_nets
 
     limit_env = os.environ.get("SEGNET_MEMORY_LIMIT_GB")  # pretend the machine has this much free (tests)
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tools.runio import atomic_path
+from segnet_bvlc.core.files import atomic_path
 
 
 def plot_curve(run: Path) -> Path | None:

@@ -22,10 +22,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tools import memory, nets
-from tools.runio import set_caffe_mode
-
-ROOT = Path(__file__).resolve().parent.parent
+from segnet_bvlc.core.device import set_caffe_mode
+from segnet_bvlc.core.paths import ROOT
+from segnet_bvlc.nets import load as nets
+from segnet_bvlc.training import memory
 
 
 class BenchmarkError(RuntimeError):
@@ -234,7 +234,7 @@ def caffe_time(prototxt: Path, iterations: int, gpu: int | None) -> dict:
 def time_data_layer(camvid: Path, height: int, width: int, repeats: int, warmup: int, gpu: int | None,
                     limit: int = 8) -> dict:
     """CamVidData (LMDB decode into the float32 tops) at batch 1, from an LMDB of `limit` CamVid train images."""
-    from tools.camvid_to_lmdb import convert
+    from segnet_bvlc.lmdb_data.convert import convert
 
     caffe = _caffe(gpu)
     with tempfile.TemporaryDirectory(prefix="segnet-bench-data-") as tmp:
@@ -308,7 +308,7 @@ def time_torch_peer(param, net, repeats: int, warmup: int) -> dict:
     caffe.Net's weights and inputs: medians over `repeats` after `warmup` steps, in ms."""
     import torch  # tools.benchmark.run has checked that it is installed
 
-    from tools.torch_peer import PeerError, TorchPeer
+    from segnet_bvlc.benchmark.torch_peer import PeerError, TorchPeer
 
     try:
         peer = TorchPeer(param)
@@ -353,8 +353,8 @@ def openblas_info() -> dict:
 
 def machine_info(gpu: int | None) -> dict:
     import caffe
-    import numpy
     import google.protobuf
+    import numpy
 
     cpu = ""
     try:

@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-ROOT = Path(__file__).resolve().parent.parent
+from segnet_bvlc.core.paths import ROOT
+
 _TABLE = json.loads((ROOT / "data" / "camvid.json").read_text())
 
 CLASSES: list[str] = _TABLE["classes"]

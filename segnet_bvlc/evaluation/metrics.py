@@ -21,8 +21,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tools.boundary import BF_TOLERANCE, BF_VOID_MODES, BoundaryStats, boundary_stats, check_pair
-from tools.camvid import NUM_CLASSES, VOID
+from segnet_bvlc.dataset.camvid import NUM_CLASSES, VOID
+from segnet_bvlc.evaluation.boundary import (
+    BF_TOLERANCE,
+    BF_VOID_MODES,
+    BoundaryStats,
+    boundary_stats,
+    check_pair,
+)
 
 # How C and mIoU average the per-class values (the text goes into tools.evaluate's output).
 AVERAGE_RULES = {

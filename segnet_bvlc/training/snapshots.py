@@ -13,7 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
-from tools.runio import atomic_path, fault_point, write_text_atomic
+from segnet_bvlc.core.faults import fault_point
+from segnet_bvlc.core.files import atomic_path, write_text_atomic
 
 
 class SnapshotError(ValueError):
@@ -109,7 +110,7 @@ def check_snapshot(path: Path, net) -> tuple[int, dict]:
     from caffe.proto import caffe_pb2
     from google.protobuf.message import DecodeError
 
-    from tools.nets import WeightsError, check_weights
+    from segnet_bvlc.nets.load import WeightsError, check_weights
 
     solver_state = caffe_pb2.SolverState()
     try:

@@ -47,7 +47,7 @@ def load_net(model: Path | str, weights: "Path | str | WeightsFile | None" = Non
     """caffe.Net of the prototxt `model` (checked to parse) with `weights` (checked to fit) copied in."""
     import caffe
 
-    from tools.runio import load_net_param
+    from segnet_bvlc.nets.load import load_net_param
 
     model = Path(model)
     if not model.is_file():
@@ -163,3 +163,15 @@ def load_weights(net, weights: "Path | str | WeightsFile") -> None:
     wf = weights if isinstance(weights, WeightsFile) else read_weights(weights)
     check_weights(net, wf)
     net.copy_from(str(wf.path))
+
+
+def load_net_param(path: Path | str):
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+
+    param = caffe_pb2.NetParameter()
+    try:
+        text_format.Merge(Path(path).read_text(), param)
+    except (OSError, UnicodeDecodeError, text_format.ParseError) as e:
+        raise ValueError(f"{path}: not a readable Caffe prototxt ({e})") from None
+    return param
