@@ -119,10 +119,13 @@ RUN sed -i 's/^Components: main$/Components: main contrib non-free/' /etc/apt/so
  && rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /var/log/apt /var/log/dpkg.log
 
 COPY . .
-# Writable by every user (the container may run as the owner of runs/): the project folder (not .venv, done in the
-# build stage: chmod here would copy it into this layer), for runs/, results/ and pytest's cache. Bytecode compiled
-# once. A few MB.
-RUN .venv/bin/python -m compileall -q layers prototxt tools tests \
+# The project's packages installed into .venv (the install step's last stage, now that the whole tree is here; no
+# apt, no download). Writable by every user (the container may run as the owner of runs/): the project folder (not
+# .venv, done in the build stage: chmod here would copy it into this layer), for runs/, results/ and pytest's
+# cache. Bytecode compiled once. A few MB.
+RUN if [ "$CAFFE_BUILD" = cuda ]; then bash tools/install_caffe.sh --runtime-only --no-apt --cuda; \
+    else bash tools/install_caffe.sh --runtime-only --no-apt; fi \
+ && .venv/bin/python -m compileall -q layers prototxt segnet_bvlc tools tests \
  && mkdir -p runs results \
  && find /segnet-bvlc -path /segnet-bvlc/.venv -prune -o -exec chmod a+rwX {} +
 

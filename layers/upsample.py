@@ -86,6 +86,27 @@ def parse_params(param_str: str | None, with_reference: bool = False) -> Upsampl
 
     ``with_reference``: the layer has a third bottom, which alone gives the output size, so no key may be set.
     """
+    raw = _read_json(param_str)
+    if with_reference:
+        if raw:
+            raise UpsampleError(
+                "the third bottom gives the output size, so param_str must be empty or {}, "
+                f"got {param_str!r}"
+            )
+        return UpsampleParams(from_reference=True)
+    scale_h, scale_w = _scales(raw, param_str)
+    if "upsample_h" in raw:
+        return _explicit_size(raw, param_str, scale_h, scale_w)
+    pad_h, pad_w = raw.get("pad_out_h", False), raw.get("pad_out_w", False)
+    if pad_h and scale_h != 2:
+        raise UpsampleError(f"pad_out_h needs scale 2 (as in caffe-segnet), got scale {scale_h}")
+    if pad_w and scale_w != 2:
+        raise UpsampleError(f"pad_out_w needs scale 2 (as in caffe-segnet), got scale {scale_w}")
+    return UpsampleParams(scale_h=scale_h, scale_w=scale_w, pad_out_h=pad_h, pad_out_w=pad_w)
+
+
+def _read_json(param_str: str | None) -> dict:
+    """param_str as a dict of known keys with values of the right types."""
     text = (param_str or "").strip()
     try:
         raw = json.loads(text) if text else {}
@@ -105,15 +126,11 @@ def parse_params(param_str: str | None, with_reference: bool = False) -> Upsampl
     for key in _BOOL_KEYS:
         if key in raw and not isinstance(raw[key], bool):
             raise UpsampleError(f"{key} must be true or false, got {raw[key]!r} in param_str {param_str!r}")
+    return raw
 
-    if with_reference:
-        if raw:
-            raise UpsampleError(
-                "the third bottom gives the output size, so param_str must be empty or {}, "
-                f"got {param_str!r}"
-            )
-        return UpsampleParams(from_reference=True)
 
+def _scales(raw: dict, param_str: str | None) -> tuple[int, int]:
+    """The scale pair, with caffe-segnet's pairing rules (checked before the size, as its LayerSetUp does)."""
     has = raw.__contains__
     if has("upsample_h") != has("upsample_w"):
         # caffe-segnet silently fell back to scale mode here; a half-given size is surely a mistake.
@@ -130,26 +147,22 @@ def parse_params(param_str: str | None, with_reference: bool = False) -> Upsampl
         scale_h = scale_w = raw.get("scale", 2)  # caffe-segnet's default scale is 2
     if scale_h <= 1 or scale_w <= 1:
         raise UpsampleError(f"scales must be > 1, got {scale_h}x{scale_w} (param_str {param_str!r})")
+    return scale_h, scale_w
 
-    if has("upsample_h"):
-        up_h, up_w = raw["upsample_h"], raw["upsample_w"]
-        if up_h <= 1 or up_w <= 1:  # caffe-segnet: CHECK_GT(upsample_h_, 1)
-            raise UpsampleError(f"upsample_h and upsample_w must be > 1, got {up_h}x{up_w}")
-        if has("pad_out_h") or has("pad_out_w"):
-            # caffe-segnet ignored pad_out_* here; an explicit size and a padding rule cannot both be meant.
-            raise UpsampleError(
-                f"pad_out_h/pad_out_w cannot be combined with upsample_h/upsample_w ({param_str!r})"
-            )
-        # SegNet-Tutorial writes `scale: 2` next to upsample_h/w; caffe-segnet ignores it for the size.
-        # We use it (default 2) only to check that the size fits the mask (see output_size).
-        return UpsampleParams(scale_h=scale_h, scale_w=scale_w, upsample_h=up_h, upsample_w=up_w)
 
-    pad_h, pad_w = raw.get("pad_out_h", False), raw.get("pad_out_w", False)
-    if pad_h and scale_h != 2:
-        raise UpsampleError(f"pad_out_h needs scale 2 (as in caffe-segnet), got scale {scale_h}")
-    if pad_w and scale_w != 2:
-        raise UpsampleError(f"pad_out_w needs scale 2 (as in caffe-segnet), got scale {scale_w}")
-    return UpsampleParams(scale_h=scale_h, scale_w=scale_w, pad_out_h=pad_h, pad_out_w=pad_w)
+def _explicit_size(raw: dict, param_str: str | None, scale_h: int, scale_w: int) -> UpsampleParams:
+    """upsample_h/upsample_w given: the size wins over the scale."""
+    up_h, up_w = raw["upsample_h"], raw["upsample_w"]
+    if up_h <= 1 or up_w <= 1:  # caffe-segnet: CHECK_GT(upsample_h_, 1)
+        raise UpsampleError(f"upsample_h and upsample_w must be > 1, got {up_h}x{up_w}")
+    if "pad_out_h" in raw or "pad_out_w" in raw:
+        # caffe-segnet ignored pad_out_* here; an explicit size and a padding rule cannot both be meant.
+        raise UpsampleError(
+            f"pad_out_h/pad_out_w cannot be combined with upsample_h/upsample_w ({param_str!r})"
+        )
+    # SegNet-Tutorial writes `scale: 2` next to upsample_h/w; caffe-segnet ignores it for the size.
+    # We use it (default 2) only to check that the size fits the mask (see output_size).
+    return UpsampleParams(scale_h=scale_h, scale_w=scale_w, upsample_h=up_h, upsample_w=up_w)
 
 
 def output_size(

@@ -35,9 +35,11 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--all", action="store_true",
                       help="write every committed prototxt/models/ARCH/{train,test,deploy,solver}.prototxt")
     p.add_argument("--out", type=Path, help="output file (default: stdout); with --all, the models folder")
-    p.add_argument("--classes", type=int, default=11, help="number of classes K (default 11, CamVid)")
-    p.add_argument("--height", type=int, default=360, help="input height (default 360)")
-    p.add_argument("--width", type=int, default=480, help="input width (default 480)")
+    defaults = Options()
+    p.add_argument("--classes", type=int, default=defaults.classes,
+                   help=f"number of classes K (default {defaults.classes}, CamVid)")
+    p.add_argument("--height", type=int, default=defaults.height, help=f"input height (default {defaults.height})")
+    p.add_argument("--width", type=int, default=defaults.width, help=f"input width (default {defaults.width})")
     p.add_argument("--batch", type=int, help="batch size (default: the protocol's for train, 1 else)")
     p.add_argument("--class-weights", metavar="published|recomputed|none|FILE",
                    help="loss weighting: CamVid published MFB weights, recomputed ones, none, or a K x K "

@@ -25,6 +25,9 @@ from caffe import layers as L
 from caffe import params as P
 from caffe.coord_map import crop as coord_crop
 
+from layers import camvid_data
+from layers.mc_dropout import sampling_net_param
+
 from .options import Options, OptionsError, default_source, weights_source
 
 WEIGHT = dict(lr_mult=1, decay_mult=1)
@@ -84,7 +87,7 @@ class NetBuilder:
             shuffle = self.train if o.shuffle is None else o.shuffle
             param = dict(source=source, batch_size=batch, seed=o.seed, shuffle=shuffle, mirror=o.mirror)
             n.data, n.label = L.Python(
-                python_param=dict(module="layers.camvid_data", layer="CamVidData", param_str=json.dumps(param)),
+                python_param=dict(module=camvid_data.MODULE, layer=camvid_data.LAYER, param_str=json.dumps(param)),
                 ntop=2,
             )
         self._set(n.label, (1, o.height, o.width))
@@ -305,8 +308,6 @@ class NetBuilder:
         if self.opts.dropout and self.opts.mc_dropout and not self.train:
             # Bayesian SegNet's Monte Carlo dropout: every Dropout samples at test (caffe-segnet's
             # sample_weights_test), as the Python layer layers.mc_dropout.MCDropout
-            from layers.mc_dropout import sampling_net_param
-
             net = sampling_net_param(net)
         net.name = name
         return net

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from segnet_bvlc.dataset.camvid import HEIGHT, NUM_CLASSES, WIDTH
+
 from .protocol import PROTOCOLS  # the protocol table names them
 
 SPLITS = ("train", "test", "deploy")
@@ -24,7 +26,7 @@ CLASS_WEIGHTS_FILES = {
     "published": "data/class_weights/camvid_published.binaryproto",
     "recomputed": "data/class_weights/camvid_recomputed.binaryproto",
 }
-CAMVID_CLASSES = 11
+CAMVID_CLASSES = NUM_CLASSES  # the named weightings' matrices are CamVid's (data/camvid.json)
 
 
 class OptionsError(ValueError):
@@ -36,8 +38,8 @@ class Options:
     """Everything a generator needs. `None` means "the architecture's default" (see `resolve`)."""
 
     classes: int = CAMVID_CLASSES
-    height: int = 360
-    width: int = 480
+    height: int = HEIGHT  # CamVid's native size (data/camvid.json)
+    width: int = WIDTH
     batch: int | None = None  # train: 12 (Table 1 protocol) or 5 (benchmark protocol); test and deploy: 1
     split: str = "train"  # train | test | deploy
     # published | recomputed | none | path to a K x K InfogainLoss .binaryproto (H = diag(weights)).

@@ -1,8 +1,8 @@
 """The training protocols and presets: each setting of each architecture and preset, written once, here.
 
 Read by the solver generator (prototxt/solver.py), the generators' defaults (registry.resolve: train batch and
-class weights), tools.train (what its command line leaves out), tools.camvid_pipeline and tools.study (presets),
-tools.benchmark_memory, `make presets` and the README's table (`python -m prototxt --protocols`);
+class weights), the training run (what its command line leaves out), the pipeline and the study (presets),
+the memory benchmark, `make presets` and the README's table (`python -m prototxt --protocols`);
 tests/test_protocol.py checks every (architecture, preset) pair against the paper's numbers.
 
 A preset is the architecture's protocol with a few settings replaced:
@@ -25,6 +25,17 @@ PROTOCOLS: dict[str, dict] = {
     # "more than 100 epochs", reported up to 140K iterations (Table 3, SegNet's last checkpoint).
     "benchmark": dict(height=360, width=480, batch=5, base_lr=1e-3, momentum=0.9, weight_decay=5e-4,
                       max_iter=140000, class_weights="none", val_every=1000, snapshot_every=1000, log_every=20),
+}
+
+# The protocol each architecture trains under, in the registry's order: the Table 1 decoder variants under
+# Table 1's, the deep architectures under the benchmark's (docs/paper.md §2).
+ARCH_PROTOCOL: dict[str, str] = {
+    "segnet": "benchmark",
+    **{arch: "table1" for arch in (
+        "segnet-basic", "segnet-basic-single-channel-decoder", "segnet-basic-encoder-addition",
+        "bilinear-interpolation", "fcn-basic", "fcn-basic-no-addition", "fcn-basic-no-dim-reduction",
+        "fcn-basic-no-addition-no-dim-reduction")},
+    **{arch: "benchmark" for arch in ("fcn", "fcn-learnt-deconv", "deconvnet", "deeplab-largefov")},
 }
 
 # Settings an architecture keeps against its protocol, with the reason. (SegNet trains without class weights as in
@@ -58,9 +69,9 @@ SETTINGS = tuple(PROTOCOLS["table1"])
 
 
 def protocol_of(arch: str) -> str:
-    from .registry import get
-
-    return get(arch).protocol
+    if arch not in ARCH_PROTOCOL:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCH_PROTOCOL)}")
+    return ARCH_PROTOCOL[arch]
 
 
 def settings(arch: str, preset: str = "paper", protocol: str | None = None) -> dict:
@@ -76,12 +87,10 @@ def settings(arch: str, preset: str = "paper", protocol: str | None = None) -> d
 
 def markdown() -> str:
     """The README's table: one row per (protocol, preset)."""
-    from .registry import ARCH_LIST
-
     lines = ["| protocol (architectures) | preset | size | solver | batch | iterations | class weights | "
              "validation |", "|---|---|---|---|---:|---:|---|---|"]
     for protocol in PROTOCOLS:
-        archs = [a.name for a in ARCH_LIST if a.protocol == protocol]
+        archs = [arch for arch, followed in ARCH_PROTOCOL.items() if followed == protocol]
         for preset in PRESETS:
             s = {**PROTOCOLS[protocol], **PRESETS[preset]}
             lines.append(f"| {protocol} ({len(archs)}) | {preset} | {s['height']}×{s['width']} | SGD lr "

@@ -12,7 +12,7 @@ from segnet_bvlc.core import paper
 
 from . import deconvnet, deeplab, fcn, protocol, segnet
 from .blocks import NetBuilder
-from .options import Options, OptionsError, validate
+from .options import CAMVID_CLASSES, Options, OptionsError, validate
 
 TABLE1_NOTES = [
     "Paper Table 1 protocol: SGD lr 0.1, momentum 0.9, batch 12, median-frequency class weights (the published "
@@ -35,10 +35,14 @@ class Arch:
     name: str
     title: str
     build: Callable[[NetBuilder], object]
-    protocol: str  # table1 | benchmark
     biases: str  # the default: paper | public
     paper_source: str  # where the paper's parameter count comes from
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def protocol(self) -> str:
+        """table1 | benchmark: the training protocol it follows (prototxt/protocol.py says which)."""
+        return protocol.ARCH_PROTOCOL[self.name]
 
     @property
     def paper_params(self) -> float | None:
@@ -50,7 +54,7 @@ FCN_LR_NOTE = (f"DEVIATION: lr {protocol.FCN_BASIC_LR:g}, not the paper's 0.1, a
                "(prototxt/protocol.py, docs/paper.md §9.4); --lr 0.1 restores it.")
 
 ARCH_LIST = [
-    Arch("segnet", "SegNet", segnet.segnet, "benchmark", "public",
+    Arch("segnet", "SegNet", segnet.segnet, "public",
          "docs/paper.md §5: 29.43 M derived from SegNet-Tutorial, Table 6 117 MB",
          BENCHMARK_NOTES[:1] + [
              "SegNet-Tutorial segnet_train.prototxt: VGG16 encoder and mirrored decoder, 3x3 convs, BatchNorm+Scale "
@@ -60,7 +64,7 @@ ARCH_LIST = [
              UNPOOL_NOTE,
              "Dropout (--dropout): Bayesian SegNet's 6 layers, after pool3-5 and conv5_1_D, conv4_1_D, conv3_1_D.",
          ]),
-    Arch("segnet-basic", "SegNet-Basic", segnet.segnet_basic, "table1", "paper",
+    Arch("segnet-basic", "SegNet-Basic", segnet.segnet_basic, "paper",
          "paper Table 1", TABLE1_NOTES + [
              "Decoder: 4 x [index unpooling, 7x7 conv 64, BatchNorm+Scale, no ReLU], then conv_classifier 1x1 to K; "
              "layer names as SegNet-Tutorial segnet_basic_train.prototxt.",
@@ -68,22 +72,22 @@ ARCH_LIST = [
              "Dropout (--dropout): Bayesian SegNet-Basic's, after pool3, pool4, conv_decode4, conv_decode3.",
          ]),
     Arch("segnet-basic-single-channel-decoder", "SegNet-Basic-SingleChannelDecoder",
-         segnet.segnet_basic_single_channel_decoder, "table1", "paper", "paper Table 1",
+         segnet.segnet_basic_single_channel_decoder, "paper", "paper Table 1",
          TABLE1_NOTES + ["Decoder filters are single-channel (depthwise: group 64), otherwise SegNet-Basic.",
                          UNPOOL_NOTE]),
     Arch("segnet-basic-encoder-addition", "SegNet-Basic-EncoderAddition",
-         segnet.segnet_basic_encoder_addition, "table1", "paper", "paper Table 1",
+         segnet.segnet_basic_encoder_addition, "paper", "paper Table 1",
          TABLE1_NOTES + [
              "UNCONFIRMED which encoder map is added: decoder k's BatchNorm output (encoder k's pre-pool size) gets "
              "encoder k-1's pooled output added (Eltwise SUM) for k = 4, 3, 2; decoder 1 adds nothing (storage "
              "multiplier 64 = the 64 maps at 180x240).",
              UNPOOL_NOTE]),
-    Arch("bilinear-interpolation", "Bilinear-Interpolation", segnet.bilinear_interpolation, "table1",
+    Arch("bilinear-interpolation", "Bilinear-Interpolation", segnet.bilinear_interpolation,
          "paper", "paper Table 1", TABLE1_NOTES + [
              "UNCONFIRMED decoder: fixed bilinear x2 upsampling (channel-wise Deconvolution 4x4 s2 p1, BVLC bilinear "
              "filler, lr 0, cropped by coord_map to the encoder's pre-pool size) followed by SingleChannelDecoder's "
              "depthwise 7x7 conv + BatchNorm; chosen because it reproduces the paper's 0.625 M (= SingleChannelDecoder)."]),
-    Arch("fcn-basic", "FCN-Basic", segnet.fcn_basic, "table1", "paper", "paper Table 1",
+    Arch("fcn-basic", "FCN-Basic", segnet.fcn_basic, "paper", "paper Table 1",
          TABLE1_NOTES + [
              "Decoder: score_pool4 (1x1 64->K) then 4 x learnt Deconvolution K->K 8x8 stride 2 pad 3 (bilinear init, "
              "made channel-diagonal by prototxt.surgery.bilinear_surgery before training), each cropped (coord_map) "
@@ -91,10 +95,10 @@ ARCH_LIST = [
              "UNCONFIRMED stride/pad and last decoder: chosen as above (paper's 0.65 M reproduced); no BatchNorm "
              "after the reductions or deconvolutions.",
              FCN_LR_NOTE]),
-    Arch("fcn-basic-no-addition", "FCN-Basic-NoAddition", segnet.fcn_basic_no_addition, "table1", "paper", "paper Table 1", TABLE1_NOTES + [
+    Arch("fcn-basic-no-addition", "FCN-Basic-NoAddition", segnet.fcn_basic_no_addition, "paper", "paper Table 1", TABLE1_NOTES + [
              "FCN-Basic without the additions: score_pool4 then 4 learnt 8x8 stride-2 K->K Deconvolutions "
              "(bilinear init + surgery), each cropped to the encoder map size only.", FCN_LR_NOTE]),
-    Arch("fcn-basic-no-dim-reduction", "FCN-Basic-NoDimReduction", segnet.fcn_basic_no_dim_reduction, "table1",
+    Arch("fcn-basic-no-dim-reduction", "FCN-Basic-NoDimReduction", segnet.fcn_basic_no_dim_reduction,
          "paper", "paper Table 1", TABLE1_NOTES + [
              "No 1x1 reductions: 4 learnt 8x8 stride-2 Deconvolutions 64->64 (bilinear init + surgery) with pool3, "
              "pool2, pool1 added in full, then conv_classifier 1x1 64->K.",
@@ -102,13 +106,13 @@ ARCH_LIST = [
              "closer (4 x 8x8x64x64 = 1.049 M of deconvolutions alone; the paper apparently rounded them to 1.0 M).",
              FCN_LR_NOTE]),
     Arch("fcn-basic-no-addition-no-dim-reduction", "FCN-Basic-NoAddition-NoDimReduction",
-         segnet.fcn_basic_no_addition_no_dim_reduction, "table1", "paper", "paper Table 1",
+         segnet.fcn_basic_no_addition_no_dim_reduction, "paper", "paper Table 1",
          TABLE1_NOTES + [
              "Neither reductions nor additions: 4 learnt 8x8 stride-2 Deconvolutions 64->64 (bilinear init + "
              "surgery), then conv_classifier 1x1 64->K.",
              "Parameter count 1.661 M is 2.2 % above the paper's 1.625 M (see fcn-basic-no-dim-reduction).",
              FCN_LR_NOTE]),
-    Arch("fcn", "FCN (FCN-8s, fixed bilinear)", fcn.fcn, "benchmark", "public",
+    Arch("fcn", "FCN (FCN-8s, fixed bilinear)", fcn.fcn, "public",
          "FCN paper Table 1 (FCN-VGG16 134 M), SegNet paper §2", BENCHMARK_NOTES + [
              "FCN-8s (voc-fcn8s/net.py): conv1_1 pad 100, fc6 7x7 4096, fc7 1x1 4096, score_fr, score_pool4, "
              "score_pool3; crops from caffe.coord_map. UNCONFIRMED that the paper's FCN is FCN-8s.",
@@ -116,11 +120,11 @@ ARCH_LIST = [
              "bilinear filler, lr 0, group K (channel-wise, what fcn's diagonal surgery.interp kernels compute).",
              "BatchNorm after the 15 VGG/fc convs, not after score or deconvolution layers; staged FCN-8s (no "
              "at-once pool scaling); dropout (--dropout) after fc6 and fc7."]),
-    Arch("fcn-learnt-deconv", "FCN (learnt deconv)", fcn.fcn_learnt_deconv, "benchmark", "public",
+    Arch("fcn-learnt-deconv", "FCN (learnt deconv)", fcn.fcn_learnt_deconv, "public",
          "FCN paper Table 1 (FCN-VGG16 134 M), SegNet paper §2", BENCHMARK_NOTES + [
              "As fcn, but the three Deconvolutions are full K->K, learnt (lr 1), initialised bilinear; "
              "prototxt.surgery.bilinear_surgery zeroes their off-diagonal kernels before training (fcn surgery.interp)."]),
-    Arch("deconvnet", "DeconvNet", deconvnet.deconvnet, "benchmark", "public",
+    Arch("deconvnet", "DeconvNet", deconvnet.deconvnet, "public",
          "no published count for fc 1024 (Table 6's 877 MB fits neither width); 252 M with --fc-dim 4096",
          BENCHMARK_NOTES + [
              "fc6/fc7 1024 wide as the SegNet benchmark (--fc-dim 4096: the original, 252 M parameters).",
@@ -129,7 +133,7 @@ ARCH_LIST = [
              "Decoder: unpool5..unpool1 (index unpooling, layers.upsample) + 3x3 Deconvolutions pad 1 with "
              "BatchNorm+Scale and ReLU, seg-score 1x1 to K; msra init (the original: gaussian 0.01).",
              UNPOOL_NOTE]),
-    Arch("deeplab-largefov", "DeepLab-LargeFOV", deeplab.deeplab_largefov, "benchmark", "public",
+    Arch("deeplab-largefov", "DeepLab-LargeFOV", deeplab.deeplab_largefov, "public",
          "DeepLab paper Table 2 (20.5 M)", BENCHMARK_NOTES + [
              "pool1-3 3x3 s2 p1 with round_mode FLOOR (the paper's 45x60 at 360x480; ceil would give 46x61), "
              "pool4-5 3x3 s1 p1, conv5 dilation 2, fc6 3x3 dilation 12 1024, fc7 1x1 1024, fc8 1x1 K.",
@@ -159,7 +163,7 @@ def resolve(arch: str, opts: Options) -> Options:
         o.batch = defaults["batch"] if o.split == "train" else 1
     if o.class_weights is None:
         # The published/recomputed matrices are CamVid's 11 classes; other class counts default to none.
-        o.class_weights = defaults["class_weights"] if o.classes == 11 else "none"
+        o.class_weights = defaults["class_weights"] if o.classes == CAMVID_CLASSES else "none"
     if o.biases is None:
         o.biases = a.biases
     if o.ignore_label is None:

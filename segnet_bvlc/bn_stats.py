@@ -26,17 +26,42 @@ writes a deploy net without BatchNorm, its statistics folded into the following 
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from segnet_bvlc.core.errors import fail
+from segnet_bvlc.core.errors import SegnetError
 from segnet_bvlc.core.files import atomic_path, write_text_atomic
-from segnet_bvlc.nets.load import load_net_param
+from segnet_bvlc.lmdb_data.pairs import META, PairReader
+from segnet_bvlc.nets.load import load_net_param, net_from_param
+
+RULES = ("exact", "tutorial")
+
+
+class BatchNormStatsError(SegnetError):
+    """Inputs the statistics cannot be computed from; the message names the file or setting."""
+
+
+def _caffe_pb2():
+    # Imported lazily: pycaffe is heavy, and Moments and the rules work without it.
+    from caffe.proto import caffe_pb2
+
+    return caffe_pb2
+
+
+def check_inputs(model: Path, weights: Path, source: Path, batch: int) -> None:
+    """BatchNormStatsError naming the first input that cannot be used (before anything heavy is loaded)."""
+    for path in (model, weights):
+        if not path.is_file():
+            raise BatchNormStatsError(f"{path}: not found")
+    if batch < 1:
+        raise BatchNormStatsError(f"--batch must be >= 1, got {batch}")
+    if not (source / META).is_file():
+        raise BatchNormStatsError(f"{source}: not an LMDB pair (no meta.json inside; make one with "
+                                  "tools.camvid_to_lmdb)")
 
 
 def batchnorm_layers(net_param) -> list:
@@ -45,9 +70,7 @@ def batchnorm_layers(net_param) -> list:
 
 def in_batch_mode(net_param):
     """A copy of `net_param` whose BatchNorm layers use mini-batch statistics (the pass's mode)."""
-    from caffe.proto import caffe_pb2
-
-    copy = caffe_pb2.NetParameter()
+    copy = _caffe_pb2().NetParameter()
     copy.CopyFrom(net_param)
     for layer in batchnorm_layers(copy):
         layer.batch_norm_param.use_global_stats = False
@@ -86,19 +109,19 @@ class Moments:
 
     def result(self, rule: str = "exact") -> tuple[np.ndarray, np.ndarray]:
         if self.count < 2:
-            raise ValueError("BatchNorm statistics need at least two values per channel")
+            raise BatchNormStatsError("BatchNorm statistics need at least two values per channel")
         if rule == "exact":
             mean = self.sum / self.count
             var = (self.sumsq / self.count - np.square(mean)) * self.count / (self.count - 1)
         elif rule == "tutorial":
             m = np.array(self.batch_counts, dtype=np.float64)[:, None]
             if (m < 2).any():
-                raise ValueError("the tutorial rule needs at least two values per channel in every batch")
+                raise BatchNormStatsError("the tutorial rule needs at least two values per channel in every batch")
             weight = m / m.sum()
             mean = (weight * np.array(self.batch_means)).sum(axis=0)
             var = (weight * np.array(self.batch_vars) * m / (m - 1)).sum(axis=0)
         else:
-            raise ValueError(f"unknown rule '{rule}' (exact or tutorial)")
+            raise BatchNormStatsError(f"unknown rule '{rule}' (exact or tutorial)")
         return mean, np.maximum(var, 0.0)
 
 
@@ -123,7 +146,7 @@ def accumulate(net, batches: Iterable[dict[str, np.ndarray]], progress=None) -> 
     """
     bn_names = [name for name, layer in zip(net._layer_names, net.layers) if layer.type == "BatchNorm"]
     if not bn_names:
-        raise ValueError("the net has no BatchNorm layer")
+        raise BatchNormStatsError("the net has no BatchNorm layer")
     moments = {name: Moments() for name in bn_names}
     segments = _segments(net, bn_names)
     for feed in batches:
@@ -154,9 +177,7 @@ def fold_batchnorm(net_param, net) -> tuple[object, dict[str, list[np.ndarray]]]
 
     Every BatchNorm must be followed by a Scale (bias_term) reading its top, which is how the generators emit them.
     """
-    from caffe.proto import caffe_pb2
-
-    folded = caffe_pb2.NetParameter()
+    folded = _caffe_pb2().NetParameter()
     folded.CopyFrom(net_param)
     layers = list(folded.layer)
     rename: dict[str, str] = {}
@@ -166,7 +187,8 @@ def fold_batchnorm(net_param, net) -> tuple[object, dict[str, list[np.ndarray]]]
         if layer.type == "BatchNorm":
             nxt = layers[i + 1] if i + 1 < len(layers) else None
             if nxt is None or nxt.type != "Scale" or list(nxt.bottom) != list(layer.top):
-                raise ValueError(f"BatchNorm '{layer.name}' is not followed by a Scale on its top; cannot fold")
+                raise BatchNormStatsError(f"BatchNorm '{layer.name}' is not followed by a Scale on its top; "
+                                          "cannot fold")
             eps = layer.batch_norm_param.eps if layer.batch_norm_param.HasField("eps") else 1e-5
             b = net.params[layer.name]
             factor = float(b[2].data[0])
@@ -189,10 +211,6 @@ def fold_batchnorm(net_param, net) -> tuple[object, dict[str, list[np.ndarray]]]
 def compute(model: Path, weights: Path, batches: Iterable[dict[str, np.ndarray]], out: Path,
             rule: str = "exact", folded_out: Path | None = None, total: int | None = None) -> dict:
     """Full pass over `batches` with the net of `model`; writes `out` (and a folded deploy pair)."""
-    from tqdm import tqdm
-
-    from segnet_bvlc.nets.load import net_from_param
-
     net_param = load_net_param(model)
     batch_param = in_batch_mode(net_param)
     net = net_from_param(batch_param, weights=weights)
@@ -211,7 +229,7 @@ def compute(model: Path, weights: Path, batches: Iterable[dict[str, np.ndarray]]
 def write_folded(net_param, net, folded_out: Path) -> dict:
     """The BatchNorm-folded deploy pair of `net` (statistics already in its BatchNorm blobs): folded_out and
     folded_out.prototxt."""
-    import caffe
+    import caffe  # heavy: only the folded net needs it directly
 
     folded_param, params = fold_batchnorm(net_param, net)
     folded_model = folded_out.with_suffix(".prototxt")
@@ -229,8 +247,6 @@ def write_folded(net_param, net, folded_out: Path) -> dict:
 def lmdb_batches(source: Path, batch: int, data_blob: str = "data", label_blob: str | None = None
                  ) -> tuple[Iterator[dict[str, np.ndarray]], int]:
     """Batches of an LMDB pair in list order (images raw 0–255 BGR as the data layer gives them)."""
-    from segnet_bvlc.lmdb_data.pairs import PairReader
-
     reader = PairReader(source)
     n = len(reader)
 
@@ -244,43 +260,3 @@ def lmdb_batches(source: Path, batch: int, data_blob: str = "data", label_blob: 
                 yield feed
 
     return gen(), -(-n // batch)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bn_stats", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="The net must take its images through an Input blob named 'data' "
-                                            "(a deploy net); see the module docstring for the two rules.")
-    parser.add_argument("--model", required=True, type=Path, help="deploy prototxt (Input 'data', BatchNorm+Scale)")
-    parser.add_argument("--weights", required=True, type=Path, help="trained caffemodel")
-    parser.add_argument("--source", required=True, type=Path, help="training-set LMDB pair (tools.camvid_to_lmdb)")
-    parser.add_argument("--out", required=True, type=Path, help="caffemodel to write with the statistics")
-    parser.add_argument("--batch", type=int, default=4,
-                        help="images per forward pass (default 4). Use the training batch: every BatchNorm after "
-                             "the first sees inputs normalised with its mini-batch's statistics, so the pass's "
-                             "batch changes the statistics of the deeper layers (both rules)")
-    parser.add_argument("--rule", choices=["exact", "tutorial"], default="exact")
-    parser.add_argument("--fold", type=Path, help="also write a BatchNorm-folded deploy caffemodel here (+ .prototxt)")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    args = parser.parse_args(argv)
-    for path in (args.model, args.weights):
-        if not path.is_file():
-            fail("bn_stats", f"{path}: not found")
-    if args.batch < 1:
-        fail("bn_stats", f"--batch must be >= 1, got {args.batch}")
-    if not (args.source / "meta.json").is_file():
-        fail("bn_stats", f"{args.source}: not an LMDB pair (no meta.json inside; make one with tools.camvid_to_lmdb)")
-    try:
-        batches, total = lmdb_batches(args.source, args.batch)
-        summary = compute(args.model, args.weights, batches, args.out, args.rule, args.fold, total)
-    except ValueError as e:
-        fail("bn_stats", str(e))
-    except OSError as e:
-        fail("bn_stats", f"{e.filename or args.out}: {e.strerror}")
-    print(json.dumps(summary, indent=2) if args.json else f"BN statistics ({args.rule}) of {summary['layers']} "
-          f"layers written to {args.out}", file=sys.stdout if args.json else sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

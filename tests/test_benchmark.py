@@ -1,4 +1,5 @@
-"""tools.benchmark on real Caffe: the quick run end to end, the storage multiplier against Table 1, the outputs.
+"""tools.benchmark (segnet_bvlc.benchmark) on real Caffe: the quick run end to end, the storage multiplier against
+Table 1, the outputs.
 
 Speed targets belong in the benchmark itself; these tests check what is measured and written, not how fast.
 """
@@ -14,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from prototxt import count_params
-from segnet_bvlc.benchmark import measure, report
+from segnet_bvlc.benchmark import report, timing
 from segnet_bvlc.benchmark import run as bench
+from segnet_bvlc.benchmark.storage import storage_multiplier
 from segnet_bvlc.nets import load as nets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +57,7 @@ def test_quick_run_measures_what_it_says(quick):
     assert result["config"]["height"] == 64 and result["config"]["width"] == 96
     by = {r["arch"]: r for r in result["rows"]}
     for arch, r in by.items():
-        deploy = measure.net_param(arch, "deploy", 1, 64, 96)
+        deploy = timing.net_param(arch, "deploy", 1, 64, 96)
         assert r["params"] == count_params(deploy)
         # The .caffemodel holds every parameter as float32 plus BatchNorm statistics and the protobuf framing.
         assert 4 * r["params"] < r["model_bytes"] < 4 * r["params"] * 1.01 + 20_000
@@ -78,17 +80,17 @@ def test_quick_run_measures_what_it_says(quick):
 def test_storage_multiplier_matches_table1(tmp_path):
     """Derived from the nets alone; the paper's "n/a" (FCN-Basic-NoAddition keeps nothing) reads as 0."""
     for arch, (_, paper, _) in report.PAPER_TABLE1.items():
-        param = measure.net_param(arch, "deploy", 1, 64, 96)
-        net = nets.load_net(measure.write_prototxt(param, tmp_path, f"{arch}.prototxt"))
+        param = timing.net_param(arch, "deploy", 1, 64, 96)
+        net = nets.load_net(timing.write_prototxt(param, tmp_path, f"{arch}.prototxt"))
         channels = {k: b.data.shape[1] for k, b in net.blobs.items() if b.data.ndim == 4}
-        assert measure.storage_multiplier(param, channels) == (0 if paper is None else paper), arch
+        assert storage_multiplier(param, channels) == (0 if paper is None else paper), arch
 
 
 def test_paper_tables_name_real_architectures():
     from prototxt import ARCHS
 
     assert set(report.PAPER_TABLE1) | set(report.PAPER_TABLE6) <= set(ARCHS)
-    # The ratio the issue quotes: DeconvNet / SegNet forward, 474.65 / 422.50.
+    # Table 6's DeconvNet / SegNet forward: 474.65 / 422.50.
     assert report.PAPER_TABLE6["deconvnet"][0] / report.PAPER_TABLE6["segnet"][0] == pytest.approx(1.1234, abs=1e-4)
 
 

@@ -17,7 +17,7 @@ from caffe import layers as L
 from caffe import params as P
 from PIL import Image
 
-from segnet_bvlc.dataset.camvid import CamVidError, colourise, read_list, resize_label
+from segnet_bvlc.dataset.camvid import HEIGHT, WIDTH, CamVidError, colourise, read_list, resize_label
 from segnet_bvlc.lmdb_data.convert import convert, verify
 from segnet_bvlc.lmdb_data.pairs import IMAGES, LABELS, META, PairReader
 from tests.conftest import ROOT, net_from_spec
@@ -48,11 +48,11 @@ def test_round_trip_native_is_pixel_exact(native, camvid_dir):
         assert len(reader) == 3
         for index, (image_path, label_path) in enumerate(pairs):
             image, label = reader[index]
-            assert image.shape == (3, 360, 480) and image.dtype == np.uint8
-            assert label.shape == (1, 360, 480) and label.dtype == np.uint8
+            assert image.shape == (3, HEIGHT, WIDTH) and image.dtype == np.uint8
+            assert label.shape == (1, HEIGHT, WIDTH) and label.dtype == np.uint8
             np.testing.assert_array_equal(image, _rgb_to_bgr_chw(image_path))
             np.testing.assert_array_equal(label[0], np.asarray(Image.open(label_path)))
-    assert summary["count"] == 3 and summary["pixels"] == 3 * 360 * 480
+    assert summary["count"] == 3 and summary["pixels"] == 3 * HEIGHT * WIDTH
     assert sum(summary["label_counts"]) == summary["pixels"]
 
 
@@ -62,7 +62,7 @@ def test_keys_order_and_meta_match_the_list(native, camvid_dir):
     expected = [f"{i:08d}_{image.stem}" for i, (image, _) in enumerate(pairs)]
     meta = json.loads((out / META).read_text())
     assert meta["keys"] == expected
-    assert (meta["split"], meta["count"], meta["height"], meta["width"]) == ("train", 3, 360, 480)
+    assert (meta["split"], meta["count"], meta["height"], meta["width"]) == ("train", 3, HEIGHT, WIDTH)
     assert Path(meta["list_file"]) == camvid_dir / "train.txt" and Path(meta["camvid_dir"]) == camvid_dir
     with PairReader(out) as reader:
         assert [k.decode() for k in reader.keys] == expected
@@ -110,14 +110,14 @@ def test_resize_area_for_images_block_vote_for_labels(camvid_dir, tmp_path):
     pairs = read_list(camvid_dir, "val")[:2]
     for k in (4, 8):
         out = tmp_path / f"small{k}"
-        convert(camvid_dir, "val", out, height=360 // k, width=480 // k, limit=2, progress=False)
+        convert(camvid_dir, "val", out, height=HEIGHT // k, width=WIDTH // k, limit=2, progress=False)
         with PairReader(out) as reader:
             for index, (image_path, label_path) in enumerate(pairs):
                 image, label = reader[index]
                 # Exact k x shrink: INTER_AREA is the k x k block mean, centred on pixel k*i + (k-1)/2; the labels'
                 # vote covers the same block.
                 full = _rgb_to_bgr_chw(image_path).astype(np.float64)
-                block = full.reshape(3, 360 // k, k, 480 // k, k).mean(axis=(2, 4))
+                block = full.reshape(3, HEIGHT // k, k, WIDTH // k, k).mean(axis=(2, 4))
                 assert np.abs(image - block).max() <= 1
                 full_label = np.asarray(Image.open(label_path))
                 expected = _block_majority(full_label, k)
@@ -333,6 +333,6 @@ def test_interrupted_conversion_cleans_up_and_says_so(sig, camvid_dir, tmp_path)
 @pytest.mark.parametrize("split, count", [("train", 367), ("val", 101), ("test", 233)])
 def test_whole_split_converts_and_verifies(split, count, camvid_dir, tmp_path):
     summary = convert(camvid_dir, split, tmp_path / split, progress=False)
-    assert summary["count"] == count and summary["pixels"] == count * 360 * 480
+    assert summary["count"] == count and summary["pixels"] == count * HEIGHT * WIDTH
     result = verify(tmp_path / split, camvid_dir, progress=False)
     assert result["ok"] and result["count"] == count, result["errors"][:5]

@@ -1,4 +1,5 @@
-"""tools.convert_weights on caffemodels in caffe-segnet's format, against an independent PyTorch forward.
+"""tools.convert_weights (segnet_bvlc.nets.convert) on caffemodels in caffe-segnet's format, against an
+independent PyTorch forward.
 
 The released weights cannot be downloaded any more (docs/caffe.md §6.4), so tests/fork/caffemodels.py writes
 files with random weights through message classes compiled at test time (protoc) from tests/fork/fork_wire.proto,
@@ -31,6 +32,7 @@ from caffe.proto import caffe_pb2
 
 from segnet_bvlc.dataset.camvid import read_list
 from segnet_bvlc.nets import caffemodel
+from segnet_bvlc.nets import conversion_plan as mapping
 from segnet_bvlc.nets import convert as cw
 from segnet_bvlc.nets import load as nets
 from tests.conftest import ROOT, net_from_spec
@@ -220,7 +222,7 @@ def test_batchnorm_identity_is_exact():
     n.data = L.Input(shape=dict(dim=[2, 7, 5, 3]))
     n.bn = L.BatchNorm(n.data, batch_norm_param=dict(use_global_stats=True))
     net = net_from_spec(n)
-    for dst, value in zip(net.params["bn"], cw.batchnorm_identity(7, 1e-5)):
+    for dst, value in zip(net.params["bn"], mapping.batchnorm_identity(7, 1e-5)):
         dst.data[...] = value
     x = np.random.default_rng(0).standard_normal((2, 7, 5, 3)).astype(np.float32) * 100
     net.blobs["data"].data[...] = x
@@ -309,7 +311,7 @@ def test_fold_bn_into_deconvolutions_matches_pytorch(tmp_path, specs):
                                                            pad=pad))
         setattr(n, name, top)
     net = net_from_spec(n)
-    plan = cw.plan_conversion(caffemodel.read_caffemodel(src).layers, cw.target_layers(net), fold_bn=True)
+    plan = mapping.plan_conversion(caffemodel.read_caffemodel(src).layers, mapping.target_layers(net), fold_bn=True)
     assert plan.fits(), plan.describe()
     for name, blobs in plan.blobs.items():
         for dst, value in zip(net.params[name], blobs):
@@ -337,10 +339,10 @@ def test_known_file_is_identified_and_sets_defaults(tmp_path, monkeypatch, image
     fake = caffemodel.KnownFile("test-webdemo", "test web demo", "webdemo.caffemodel", model.size, model.sha256,
                         "segnet-release", "segnet", classes=12, height=45, width=60)
     monkeypatch.setattr(caffemodel, "KNOWN_FILES", (fake,))
-    with pytest.raises(cw.ConvertError, match="made for --arch segnet, not segnet-basic"):
+    with pytest.raises(nets.WeightsError, match="made for --arch segnet, not segnet-basic"):
         cw.convert(src, "segnet-basic", tmp_path / "x.caffemodel")
     # The thin file does not fit the real SegNet: the refusal lists the mismatches.
-    with pytest.raises(cw.ConvertError, match=r"conv1_1: shape 8x3x3x3 in the file vs 64x3x3x3 in the net"):
+    with pytest.raises(nets.WeightsError, match=r"conv1_1: shape 8x3x3x3 in the file vs 64x3x3x3 in the net"):
         cw.convert(src, "segnet", tmp_path / "x.caffemodel")
     assert not list(tmp_path.glob("x*")) and not list(tmp_path.glob(".x*"))
 
@@ -403,7 +405,7 @@ def basic_file(tmp_path_factory):
 
 def _refused(tmp_path, message, *args, **kwargs):
     out = tmp_path / "out" / "model.caffemodel"
-    with pytest.raises(cw.ConvertError, match=message):
+    with pytest.raises(nets.WeightsError, match=message):
         cw.convert(*args, out=out, **kwargs)
     leftovers = list(out.parent.iterdir()) if out.parent.exists() else []
     assert leftovers == [], leftovers  # nothing half-written
@@ -431,7 +433,7 @@ def test_lfs_pointer_and_html(tmp_path):
 
 def test_wrong_arch_lists_what_does_not_match(tmp_path, basic_file):
     out = tmp_path / "out" / "model.caffemodel"
-    with pytest.raises(cw.ConvertError) as err:
+    with pytest.raises(nets.WeightsError) as err:
         cw.convert(basic_file, "segnet", out, height=45, width=60, force=True)
     message = str(err.value)
     assert "(its layer names are those of --arch segnet-basic)" in message
@@ -459,7 +461,7 @@ def test_biases_follow_the_file(tmp_path, image):
             torch_segnet_basic, x, weights, "conv_classifier")
     model = caffemodel.read_caffemodel(src)
     net = nets.net_from_param(cw.build_deploy("segnet-basic", 11, 45, 60, biases="public"))
-    plan = cw.plan_conversion(model.layers, cw.target_layers(net), fold_bn=False)
+    plan = mapping.plan_conversion(model.layers, mapping.target_layers(net), fold_bn=False)
     assert any("conv1: no bias in the file (1 blobs), the net has 2" in p for p in plan.problems)
 
 
@@ -482,7 +484,7 @@ def test_outputs_appear_together_or_not_at_all(tmp_path, monkeypatch, basic_file
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", replace)
-    with pytest.raises(cw.ConvertError, match="model.caffemodel: cannot write"):
+    with pytest.raises(nets.WeightsError, match="model.caffemodel: cannot write"):
         cw.convert(basic_file, "segnet-basic", out, height=45, width=60, force=True)
     assert list(out.parent.iterdir()) == []
     monkeypatch.undo()

@@ -1,5 +1,6 @@
-"""tools.cpu_speed's own arithmetic and input checks (its measurements are in results/cpu-speed): the numerical
-comparison against hand-computed differences, and a bad --config refused in one line."""
+"""tools.cpu_speed (segnet_bvlc.benchmark.cpu_speed): its own arithmetic and input checks (its measurements are in
+results/cpu-speed): the numerical comparison against hand-computed differences, and a bad --config refused in one
+line."""
 
 from __future__ import annotations
 

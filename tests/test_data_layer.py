@@ -1,4 +1,5 @@
-"""layers.camvid_data: the epoch sampler (pure) and the CamVidData Python layer inside a real caffe.Net."""
+"""segnet_bvlc.lmdb_data.sampling, the epoch sampler (pure), and layers.camvid_data, the CamVidData Python layer
+inside a real caffe.Net."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import numpy as np
 import pytest
 from caffe import layers as L
 
-from layers.camvid_data import Sampler, epoch_mirror, epoch_order, order_at, parse_params
+from layers.camvid_data import parse_params
 from segnet_bvlc.lmdb_data.convert import convert
 from segnet_bvlc.lmdb_data.pairs import PairReader
+from segnet_bvlc.lmdb_data.sampling import Sampler, epoch_mirror, epoch_order, order_at
 from tests.conftest import net_from_spec
 
 N = 5  # images in the test LMDB; batch 2 makes batches straddle epoch boundaries

@@ -2,7 +2,7 @@
 weights and metrics as a run that was never interrupted.
 
 Kill points are deterministic: SEGNET_FAULT=NAME:COUNT makes the process kill itself (SIGKILL unless
-SEGNET_FAULT_SIGNAL says otherwise) when it reaches `tools.runio.fault_point(NAME, COUNT)`. The oracle is an
+SEGNET_FAULT_SIGNAL says otherwise) when it reaches `segnet_bvlc.core.faults.fault_point(NAME, COUNT)`. The oracle is an
 uninterrupted run of the same command: on the CPU Caffe is deterministic, so the final weights must be the same
 bytes and the metrics the same numbers. Torn files are made by truncating real snapshots.
 """
@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from caffe.proto import caffe_pb2
 
+from segnet_bvlc.training.snapshots import relink_solverstate
 from tests.conftest import ROOT
 
 H, W = 45, 60
@@ -52,8 +54,6 @@ def run_ok(cmd: list[str]):
 
 def weights_of(path: Path) -> dict:
     """Every layer's blobs, as bytes (a training net's caffemodel also records the data layer's start_iter)."""
-    from caffe.proto import caffe_pb2
-
     net = caffe_pb2.NetParameter()
     net.ParseFromString(path.read_bytes())
     return {layer.name: [np.asarray(b.data, dtype=np.float32).tobytes() for b in layer.blobs]
@@ -220,10 +220,6 @@ def test_pipeline_killed_anywhere_finishes_identically(camvid_dir, pipeline_refe
 @pytest.mark.parametrize("name", ["/r/snapshots/iter_iter_8.caffemodel", "/long/" + "p" * 300 + ".caffemodel"])
 def test_solverstate_relink_keeps_everything_else(tmp_path, name):
     """The snapshot's solverstate is relinked by splicing bytes; protobuf's own parser is the oracle."""
-    from caffe.proto import caffe_pb2
-
-    from segnet_bvlc.training.snapshots import relink_solverstate
-
     state = caffe_pb2.SolverState(iter=7, learned_net="/tmp/.writing/iter_iter_7.caffemodel", current_step=2)
     for n in (3, 70000):
         blob = state.history.add()

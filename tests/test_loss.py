@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from caffe.proto import caffe_pb2
 
 from prototxt import Options, build_net
+from segnet_bvlc.dataset.camvid import NUM_CLASSES as K
+from segnet_bvlc.dataset.camvid import VOID
 from tests.conftest import ROOT, net_from_spec
 
-VOID, K = 11, 11
 N, H, W = 2, 16, 20  # the generators' minimum size is 16; H != W catches a transposed layout
 
 

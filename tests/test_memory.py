@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from segnet_bvlc.training.config import TrainConfig
+from segnet_bvlc.training.memory import estimate_run, lmdb_cache_bytes
 from tests.conftest import ROOT
 
 H, W, BATCH = 90, 120, 12
@@ -60,9 +63,6 @@ def test_validation_adds_little_to_the_training_peak(measured, arch):
 
 @pytest.mark.parametrize("arch", ["segnet-basic", "fcn-basic", "bilinear-interpolation"])
 def test_estimate_agrees_with_the_measured_training_peak(lmdb, measured, arch):
-    from segnet_bvlc.training.memory import estimate_run, lmdb_cache_bytes
-    from segnet_bvlc.training.train import TrainConfig
-
     v, run = measured[arch]
     cfg = TrainConfig.load(run / "config.json")
     est = estimate_run(cfg, run / "net" / "train.prototxt", run / "net" / "deploy.prototxt")
@@ -84,8 +84,6 @@ def test_a_run_that_cannot_fit_is_refused_before_it_starts(lmdb, tmp_path):
 
 def test_readme_memory_figures_are_the_committed_measurements():
     """Every row of the README's memory table is a row of results/memory/memory.json (make benchmark-memory)."""
-    import re
-
     measured = json.loads((ROOT / "results" / "memory" / "memory.json").read_text())["rows"]
     table = {(r["preset"], r["arch"]): r for r in measured if "error" not in r}
     readme = (ROOT / "README.md").read_text()

@@ -22,11 +22,11 @@ from PIL import Image
 from scipy.ndimage import distance_transform_edt
 from scipy.optimize import linear_sum_assignment
 
-from segnet_bvlc.dataset.camvid import read_list
+from segnet_bvlc.dataset.camvid import NUM_CLASSES, VOID, read_list
 from segnet_bvlc.evaluation import boundary as B
 from segnet_bvlc.evaluation import metrics as M
 
-K, VOID = 11, 11
+K = NUM_CLASSES
 
 
 # ---------------------------------------------------------------- independent references

@@ -24,6 +24,7 @@ from PIL import Image
 from segnet_bvlc.dataset import camvid
 from segnet_bvlc.evaluation import segment
 from tests.conftest import ROOT, net_from_spec
+from tools import segment as segment_command
 
 
 def channel_argmax_net(h: int, w: int, classes: int = camvid.NUM_CLASSES):
@@ -92,7 +93,7 @@ def test_default_is_the_evaluations_bilinear_upsampling(images):
     default = segment.predict(net, bgr)
     assert (default == segment.predict(net, bgr, upsample="bilinear")).all()
     assert (default != segment.predict(net, bgr, upsample="nearest")).mean() > 0.01
-    assert segment.build_parser().get_default("upsample") == "bilinear"
+    assert segment_command.build_parser().get_default("upsample") == "bilinear"
     with pytest.raises(segment.SegmentError, match="unknown upsample"):
         segment.predict(net, bgr, upsample="bicubic")
 

@@ -1,6 +1,7 @@
-"""The Table 1 study (tools.study, `make table1`): the smoke preset's whole path, killed and resumed, and the report
-checked against independent recomputations (NumPy confusion counts from the written PNGs, rank correlations by
-hand, the paper's cells read from the paper's text as docs/paper.md transcribes it)."""
+"""The Table 1 study (segnet_bvlc.study, `python -m tools.study`, `make table1`): the smoke preset's whole path,
+killed and resumed, and the report checked against independent recomputations (NumPy confusion counts from the
+written PNGs, rank correlations by hand, the paper's cells read from the paper's text as docs/paper.md transcribes
+it)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segnet_bvlc import study
+from segnet_bvlc.study.compare import compare
+from segnet_bvlc.study.costs import paper_gpu_step_ms, paper_preset_hours
+from segnet_bvlc.study.findings import findings, rank_agreement
+from segnet_bvlc.study.planning import finished, plan
+from segnet_bvlc.study.report import report as write_report
 from tests.conftest import ROOT
 
 PY = sys.executable
@@ -54,7 +59,7 @@ def smoke_study(camvid_dir, tmp_path_factory):
     first.send_signal(signal.SIGKILL)
     first.wait()
     _wait_unlocked(folder / ".segnet-basic-mfb.lock")
-    assert not study.finished(victim)
+    assert not finished(victim)
     second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     third = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
     return folder, second, third
@@ -67,7 +72,7 @@ def test_smoke_study_survives_a_kill_and_finishes(smoke_study):
     assert "2/16 segnet-basic-mfb: resuming" in second.stderr
     for arch in VARIANTS:
         for w in ("mfb", "nf"):
-            assert study.finished(folder / f"{arch}-{w}"), f"{arch}-{w}"
+            assert finished(folder / f"{arch}-{w}"), f"{arch}-{w}"
     # The killed run ended at the preset's last iteration, every stage recorded.
     victim = folder / "segnet-basic-mfb"
     stages = [json.loads(line)["stage"] for line in (victim / "stages.jsonl").read_text().splitlines()]
@@ -133,9 +138,9 @@ def test_rank_agreement_by_hand():
     # Ranks 1..5 vs 2,1,3,5,4: d^2 = 1+1+0+1+1 = 4, rho = 1 - 6*4/(5*24) = 0.8; concordant pairs 8 of 10 -> tau 0.6.
     ours = dict(zip("abcde", [5, 4, 3, 2, 1]))
     paper = dict(zip("abcde", [4, 5, 3, 1, 2]))
-    r = study.rank_agreement(ours, paper)
+    r = rank_agreement(ours, paper)
     assert (r["n"], r["spearman"], r["kendall"]) == (5, 0.8, 0.6)
-    assert study.rank_agreement({"a": 1, "b": 2}, {"a": 1, "b": 2})["spearman"] is None
+    assert rank_agreement({"a": 1, "b": 2}, {"a": 1, "b": 2})["spearman"] is None
 
 
 def _table(mfb: dict, nf: dict | None = None) -> dict:
@@ -152,24 +157,24 @@ def test_findings_on_the_papers_own_table_all_hold_and_a_swap_breaks_them():
 
     cells = lambda w: {a: tuple(paper.table1()[a][w]["test"][m] for m in ("G", "C", "mIoU", "BF"))  # noqa: E731
                        for a in VARIANTS}
-    held = study.findings(_table(cells("mfb"), cells("nf")))
+    held = findings(_table(cells("mfb"), cells("nf")))
     assert [f["status"] for f in held] == ["held"] * 5
     # Hand-made: Bilinear no longer lowest, SegNet-Basic below its single-channel decoder, MFB lowers C.
     mfb = dict(cells("mfb"))
     mfb["bilinear-interpolation"] = (90, 90, 90, 90)
     mfb["segnet-basic"] = (70, 40, 30, 20)
-    out = {f["finding"][:30]: f["status"] for f in study.findings(_table(mfb, cells("nf")))}
+    out = {f["finding"][:30]: f["status"] for f in findings(_table(mfb, cells("nf")))}
     assert list(out.values()) == ["not held", "not held", "not held", "not held", "not held"]
-    missing = study.findings(_table({"segnet-basic": (1, 2, 3, 4)}))
+    missing = findings(_table({"segnet-basic": (1, 2, 3, 4)}))
     assert {f["status"] for f in missing} == {"not measured"}
 
 
 def test_plan_orders_and_shards_runs():
-    pairs = study.plan("table1", "both")
+    pairs = plan("table1", "both")
     assert len(pairs) == 16 and pairs[0] == ("bilinear-interpolation", "mfb") and pairs[8] == ("bilinear-interpolation", "nf")
-    shards = [study.plan("table1", "both", shard=(i, 3)) for i in (1, 2, 3)]
+    shards = [plan("table1", "both", shard=(i, 3)) for i in (1, 2, 3)]
     assert sorted(p for s in shards for p in s) == sorted(pairs) and [len(s) for s in shards] == [6, 5, 5]
-    assert study.plan("table1", "nf", ["fcn-basic", "segnet-basic"]) == [("segnet-basic", "nf"), ("fcn-basic", "nf")]
+    assert plan("table1", "nf", ["fcn-basic", "segnet-basic"]) == [("segnet-basic", "nf"), ("fcn-basic", "nf")]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -193,7 +198,7 @@ def test_bad_input_is_one_line(argv, message, tmp_path, camvid_dir):
 def test_compare_two_runs(smoke_study, camvid_dir, tmp_path):
     folder, _, _ = smoke_study
     runs = {"nf": folder / "segnet-basic-nf", "mfb": folder / "segnet-basic-mfb"}
-    summary = study.compare(runs, tmp_path, "SegNet-Basic, NF against MFB")
+    summary = compare(runs, tmp_path, "SegNet-Basic, NF against MFB")
     test_list = [line.split()[1] for line in (camvid_dir / "test.txt").read_text().split("\n") if line.strip()][:3]
     gts = [camvid_dir / "testannot" / Path(p).name for p in test_list]
     g = {}
@@ -205,7 +210,7 @@ def test_compare_two_runs(smoke_study, camvid_dir, tmp_path):
     assert f"| G | {g['nf']:.2f} | {g['mfb']:.2f} | {g['mfb'] - g['nf']:+.2f} |" in md
     assert md.count("\n| ") == 1 + 4 + 1 + 1 + 11  # header, G C mIoU BF, s / image, per-class header, 11 classes
     # A folder with a metrics.json (a run's eval/test-mcN) stands for that scoring.
-    again = study.compare({"folder": runs["nf"] / "eval" / "test"}, tmp_path / "again", "one folder")
+    again = compare({"folder": runs["nf"] / "eval" / "test"}, tmp_path / "again", "one folder")
     assert 100 * again["metrics"]["folder"]["global_accuracy"] == pytest.approx(g["nf"], abs=1e-6)
 
 
@@ -214,13 +219,13 @@ def test_paper_preset_estimate_by_hand():
     """The paper preset is 10,000 iterations of 12 images with a pass over CamVid's 101 validation images every
     1,000 (docs/paper.md §2.1; the split sizes 367/101/233)."""
     # 10,000 x 12 x 300 ms + 10 x 101 x 50 ms = 36,000 s + 50.5 s = 10.0140 h.
-    assert study.paper_preset_hours("segnet-basic", 300.0, 50.0) == pytest.approx(36050.5 / 3600, rel=1e-12)
+    assert paper_preset_hours("segnet-basic", 300.0, 50.0) == pytest.approx(36050.5 / 3600, rel=1e-12)
     # The FCN-Basic family's own lr changes nothing in the count.
-    assert study.paper_preset_hours("fcn-basic", 1.0, 0.0) == pytest.approx(120.0 / 3600, rel=1e-12)
+    assert paper_preset_hours("fcn-basic", 1.0, 0.0) == pytest.approx(120.0 / 3600, rel=1e-12)
     # The paper's GPU: Table 1's 52.6 ms (SegNet-Basic) x (422.5 + 488.71) / 422.5 (SegNet's forward and backward
     # ms in Table 6) = 113.443 ms per image.
-    assert study.paper_gpu_step_ms("segnet-basic") == pytest.approx(52.6 * 911.21 / 422.5, rel=1e-12)
-    assert study.paper_gpu_step_ms("fcn-basic-no-addition") == pytest.approx(23.8 * 911.21 / 422.5, rel=1e-12)
+    assert paper_gpu_step_ms("segnet-basic") == pytest.approx(52.6 * 911.21 / 422.5, rel=1e-12)
+    assert paper_gpu_step_ms("fcn-basic-no-addition") == pytest.approx(23.8 * 911.21 / 422.5, rel=1e-12)
 
 
 def test_inference_time_and_paper_preset_estimate_from_a_benchmark(smoke_study, tmp_path):
@@ -239,7 +244,7 @@ def test_inference_time_and_paper_preset_estimate_from_a_benchmark(smoke_study, 
                "load_average_start": [0.1]}
     (results / "benchmark").mkdir()
     (results / "benchmark" / "benchmark.json").write_text(json.dumps({"machine": machine, "rows": rows}))
-    r = study.report("table1", "smoke", results)
+    r = write_report("table1", "smoke", results)
     est = r["paper_preset_estimate"]
     # Bilinear-Interpolation (i = 0): 10,000 x 12 x 300 ms + 10 x 101 x 50 ms = 36,050.5 s = 10.014 h.
     assert est["archs"]["bilinear-interpolation"]["step_ms"] == 300.0

@@ -1,5 +1,5 @@
-"""tools.torch_peer against Caffe: the PyTorch twin of each generated TRAIN net gives Caffe's blobs, loss and weight
-gradients on the same weights and inputs. Caffe (the project's BVLC build) is the oracle; the translation shares
+"""segnet_bvlc.benchmark.torch_peer against Caffe: the PyTorch twin of each generated TRAIN net gives Caffe's
+blobs, loss and weight gradients on the same weights and inputs. Caffe (the project's BVLC build) is the oracle; the translation shares
 no code with it.
 
 Weights are random but well scaled (He-like convolutions, scales in [0.5, 1.5]), so that the loss is not
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from segnet_bvlc.benchmark.measure import fill_inputs, net_param
+from segnet_bvlc.benchmark.timing import fill_inputs, net_param
 from segnet_bvlc.benchmark.torch_peer import PeerError, TorchPeer
 from segnet_bvlc.nets.load import net_from_param
 
@@ -126,7 +126,7 @@ def test_benchmark_without_pytorch_says_how_to_get_it(tmp_path, monkeypatch, cap
     """PyTorch is not a run-time pin: without it `--peer torch` stops in one line, before measuring anything."""
     import importlib.util
 
-    from segnet_bvlc.benchmark import run as benchmark
+    from tools import benchmark
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))

@@ -8,6 +8,7 @@ Caffe forward and NumPy, the test predictions re-derived with PyTorch's bilinear
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -18,11 +19,22 @@ import time
 from pathlib import Path
 
 import caffe
+import cv2
 import numpy as np
 import pytest
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
+from PIL import Image
 
-from segnet_bvlc.training.train import TrainConfig, train
+from segnet_bvlc import pipeline
+from segnet_bvlc.dataset.camvid import read_list
+from segnet_bvlc.evaluation.deploy_net import load_net
+from segnet_bvlc.evaluation.monte_carlo import sample_probabilities
+from segnet_bvlc.lmdb_data.pairs import PairReader
+from segnet_bvlc.training.config import TrainConfig
+from segnet_bvlc.training.train import train
 from tests.conftest import ROOT
+from tools import camvid_pipeline
 
 H, W = 45, 60  # four 2x2 poolings: 45x60 -> 23x30 -> 12x15 -> 6x8 -> 3x4
 
@@ -47,13 +59,10 @@ def losses(run: Path) -> dict[int, float]:
 
 # ---------------------------------------------------------------- independent references
 #
-# None of these calls tools.train, tools.bn_stats, tools.metrics or tools.evaluate: Caffe runs the nets, NumPy
-# counts, PyTorch upsamples.
+# None of these calls segnet_bvlc.training, segnet_bvlc.bn_stats or segnet_bvlc.evaluation: Caffe runs the nets,
+# NumPy counts, PyTorch upsamples (imported where used: torch is slow to import).
 
 def read_net_param(path: Path):
-    from caffe.proto import caffe_pb2
-    from google.protobuf import text_format
-
     param = caffe_pb2.NetParameter()
     text_format.Merge(path.read_text(), param)
     return param
@@ -61,8 +70,6 @@ def read_net_param(path: Path):
 
 def caffemodel_blobs(path: Path) -> dict[str, list[np.ndarray]]:
     """Every layer's blobs of a .caffemodel, parsed with caffe_pb2 (no net)."""
-    from caffe.proto import caffe_pb2
-
     param = caffe_pb2.NetParameter()
     param.ParseFromString(path.read_bytes())
     return {layer.name: [np.array(b.data, np.float64) for b in layer.blobs] for layer in param.layer if layer.blobs}
@@ -70,8 +77,6 @@ def caffemodel_blobs(path: Path) -> dict[str, list[np.ndarray]]:
 
 def lmdb_pairs(source: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image 3xHxW, label HxW) of an LMDB pair in list order (the data reader is tested in test_camvid_lmdb)."""
-    from segnet_bvlc.lmdb_data.pairs import PairReader
-
     with PairReader(source) as reader:
         return [(image, label[0]) for image, label in (reader[i] for i in range(len(reader)))]
 
@@ -174,12 +179,8 @@ def check_test_evaluation(run: Path, camvid_dir: Path, limit: int) -> None:
     """eval/test: every prediction PNG is the inference model's class probabilities at the net's size (image shrunk
     with INTER_AREA), upsampled by PyTorch's bilinear interpolation to 360x480 and arg-maxed; metrics.json holds
     compute_test_results.m's G, C, mIoU of those PNGs against the CamVid ground truth."""
-    import cv2
     import torch
     import torch.nn.functional as F
-    from PIL import Image
-
-    from segnet_bvlc.dataset.camvid import read_list
 
     metrics = json.loads((run / "eval" / "test" / "metrics.json").read_text())
     net = caffe.Net(str(run / "net" / "deploy.prototxt"), caffe.TEST, weights=str(run / "inference.caffemodel"))
@@ -338,7 +339,7 @@ def test_pipeline_end_to_end(camvid_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout)
     assert out["metrics"] == json.loads((run / "eval" / "test" / "metrics.json").read_text())
-    assert out["metrics"]["boundary_f1"] is not None  # its value is tools.metrics' (tests/test_metrics.py)
+    assert out["metrics"]["boundary_f1"] is not None  # its value is segnet_bvlc.evaluation.metrics' (tests/test_metrics.py)
     assert len(out["metrics"]["per_class"]) == 11
     for name in ("inference.caffemodel", "deploy_folded.caffemodel", "deploy_folded.prototxt", "eval/test/metrics.json",
                  "eval/test/confusion.png", "eval/test/metrics.txt", "timings.json", "lmdb/train/meta.json"):
@@ -376,14 +377,10 @@ def test_pipeline_without_validation_uses_the_last_iteration(camvid_dir, tiny_lm
     LMDB instead of converting the split). Then no validation picks a model: best.caffemodel must be the last
     iteration's weights, and inference.caffemodel those weights with the full-pass statistics computed after
     training (re-derived here), and the test metrics those of its predictions."""
-    import dataclasses
-
-    from segnet_bvlc import pipeline as camvid_pipeline
-
-    real_config, real_ensure = camvid_pipeline.pipeline_config, camvid_pipeline.ensure_lmdb
-    monkeypatch.setattr(camvid_pipeline, "pipeline_config", lambda args: dataclasses.replace(
+    real_config, real_ensure = pipeline.pipeline_config, pipeline.ensure_lmdb
+    monkeypatch.setattr(pipeline, "pipeline_config", lambda args: dataclasses.replace(
         real_config(args), train_source=str(tiny_lmdb / "train"), val_source=""))
-    monkeypatch.setattr(camvid_pipeline, "ensure_lmdb", lambda camvid, split, out, *rest: (
+    monkeypatch.setattr(pipeline, "ensure_lmdb", lambda camvid, split, out, *rest: (
         out if split == "val" else real_ensure(camvid, split, out, *rest)))
     run = tmp_path / "run"
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -439,16 +436,11 @@ def test_camvid_test_scores_at_the_training_resolution(camvid_dir, tmp_path):
 
 def test_pipeline_scores_monte_carlo_dropout(camvid_dir, tmp_path):
     """`make camvid-train DROPOUT=1` trains with Bayesian SegNet's dropout; `make camvid-test SAMPLES=3` writes
-    eval/test-mc3, whose PNGs are the mean of 3 sampled softmax outputs (tools.segment.sample_probabilities,
+    eval/test-mc3, whose PNGs are the mean of 3 sampled softmax outputs (segnet_bvlc.evaluation.monte_carlo.sample_probabilities,
     checked against NumPy in test_mc_dropout.py) upsampled by PyTorch's bilinear interpolation and arg-maxed, and
     whose metrics are compute_test_results.m's on those PNGs; samples and seed are recorded."""
-    import cv2
     import torch
     import torch.nn.functional as F
-    from PIL import Image
-
-    from segnet_bvlc.dataset.camvid import read_list
-    from segnet_bvlc.evaluation.segment import load_net, sample_probabilities
 
     run = tmp_path / "run"
     env = dict(os.environ, GLOG_minloglevel="2")
@@ -523,7 +515,7 @@ def test_diverged_training_fails_in_one_line(tiny_lmdb, tmp_path):
 def test_diverging_pipeline_exits_without_an_abort(camvid_dir, tmp_path):
     """FCN-Basic at the quick preset with median-frequency weights and the paper's lr 0.1 diverges at iteration 9
     (the Table 1 study met it). Caffe's Accuracy layer then sorts NaN scores with std::partial_sort, which corrupts the heap: before
-    runio.fail_diverged the process aborted in its teardown with status 134 ("double free or corruption") after
+    segnet_bvlc.core.errors.fail_diverged the process aborted in its teardown with status 134 ("double free or corruption") after
     the one-line reason, and the study took the abort for an interruption and stopped instead of going on with the
     other runs. Now: the one line and status 2."""
     run = tmp_path / "run"

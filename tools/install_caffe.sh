@@ -417,8 +417,27 @@ write_if_changed() {  # file; the content on stdin
     [ -f "$1" ] && [ "$(cat "$1")" = "$content" ] && return 0
     printf '%s\n' "$content" > "$1" || die "cannot write $1"
 }
-# pycaffe and the project root (for `layers.*` Python layers, `prototxt`, `tools`) on the venv's path.
-printf '%s\n%s\n' "$PREFIX/python" "$ROOT" | write_if_changed "$SITE/segnet_bvlc.pth"
+# pycaffe on the venv's path (the build's own python/ folder: the prefix cannot move, see stage 5).
+rm -f "$SITE/segnet_bvlc.pth"  # earlier set-ups also put the whole repository root on the path
+echo "$PREFIX/python" | write_if_changed "$SITE/segnet_bvlc_caffe.pth"
+# The project itself: an editable install of the packages pyproject.toml declares (tools, segnet_bvlc, prototxt,
+# layers), importable from any folder with nothing else of the repository on the path. Redone when
+# pyproject.toml changes (its package list is what the install maps). The Docker image's first layers hold only
+# the install step and layers/: there the project is installed by the same step once the whole tree is copied in.
+# The venv's own setuptools builds it when it has editable installs (>= 64), so no download is needed then.
+WHOLE_TREE=0
+[ -f "$ROOT/segnet_bvlc/__init__.py" ] && WHOLE_TREE=1
+project_stamp="$VENV/.segnet-project-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+if [ "$WHOLE_TREE" -eq 1 ] && [ ! -f "$project_stamp" ]; then
+    isolation=""
+    "$PY" -c 'import setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 64)' 2>/dev/null \
+        && isolation="--no-build-isolation"
+    # shellcheck disable=SC2086
+    "$PY" -m pip install -q --disable-pip-version-check --no-deps $isolation -e "$ROOT" > "$VENV/pip-project.log" 2>&1 \
+        || { tail -n 20 "$VENV/pip-project.log" >&2; die "pip install -e $ROOT failed (log: $VENV/pip-project.log)"; }
+    rm -f "$VENV"/.segnet-project-*
+    touch "$project_stamp"
+fi
 # OpenMP threads (the im2col patch) sleep as soon as a parallel loop ends instead of spinning: spinning, they
 # take the cores from OpenBLAS's own threads, and a 90x120 training step got 20 % slower than without OpenMP
 # (results/cpu-speed). libgomp reads this when libcaffe loads, so it is set when the interpreter starts; a value
@@ -433,5 +452,7 @@ PYTHONPATH="$PREFIX/python:$ROOT:$SITE\${PYTHONPATH:+:\$PYTHONPATH}" exec "$PREF
 EOF
 [ -x "$VENV/bin/caffe" ] || chmod +x "$VENV/bin/caffe"
 echo "$PREFIX" | write_if_changed "$VENV/.caffe-prefix"
-"$PY" -c 'import caffe, layers' 2>/dev/null || die "'import caffe' fails in $VENV: run '$PY -c \"import caffe\"' to see why"
+project="import caffe"
+[ "$WHOLE_TREE" -eq 1 ] && project="import caffe, layers, segnet_bvlc, tools, prototxt"
+(cd / && "$PY" -c "$project") 2>/dev/null || die "'import caffe' or the project fails in $VENV: run '$PY -c \"import caffe, segnet_bvlc\"' to see why"
 stage "link: $VENV/bin/python imports caffe; $VENV/bin/caffe ready ($FLAVOUR, $KEY)"

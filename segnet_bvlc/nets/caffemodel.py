@@ -3,18 +3,20 @@
 `read_caffemodel` gives each layer's name, type, tops and blobs (current `layer` and legacy V1 `layers`), the
 file's size and sha256 and, where it is one of KNOWN_FILES, which released file it is; `check_known` refuses
 unknown files unless forced; `bn_statistics_check` tells whether the fork's BN layers went through the BN
-statistics pass. tools.convert_weights (released SegNet models) and tools.init_weights (VGG16 encoders) read
-their inputs through this module; what the fork's fields mean is in docs/caffe.md §6.
+statistics pass. segnet_bvlc.nets.convert (released SegNet models) and segnet_bvlc.training.init_weights (VGG16
+encoders) read their inputs through this module, which parses them with segnet_bvlc.nets.weights_file; what the
+fork's fields mean is in docs/caffe.md §6.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from segnet_bvlc.nets.weights_file import WeightsError, blob_shape, parse_caffemodel
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class KnownFile:
     filename: str
     size: int
     sha256: str
-    kind: str  # "segnet-release" (convert it) or "vgg16" (ImageNet init, tools.init_weights)
+    kind: str  # "segnet-release" (convert it) or "vgg16" (ImageNet init, segnet_bvlc.training.init_weights)
     arch: str | None = None
     classes: int | None = None
     height: int | None = None
@@ -66,9 +68,8 @@ V1_TYPES = {"CONVOLUTION": "Convolution", "DECONVOLUTION": "Deconvolution", "INN
             "FLATTEN": "Flatten"}
 
 
-class ConvertError(ValueError):
-    """A weights file that cannot be read, or converted; the message names the file and everything that does not
-    fit (tools.convert_weights and tools.init_weights raise it too)."""
+# The one error of the weights files and their conversion, under the name the converter's callers import.
+ConvertError = WeightsError
 
 
 @dataclass
@@ -95,47 +96,25 @@ class Caffemodel:
         return f"an unknown file ({self.size:,} bytes, sha256 {self.sha256})"
 
 
-# --- reading ----------------------------------------------------------------------------------------
 def identify(size: int, sha256: str) -> KnownFile | None:
     return next((k for k in KNOWN_FILES if k.size == size and k.sha256 == sha256), None)
 
 
-def _blob_array(blob, where: str) -> np.ndarray:
-    if blob.HasField("shape"):
-        shape = tuple(int(d) for d in blob.shape.dim)
-    else:  # pre-2015 files (VGG16): num/channels/height/width
-        shape = (blob.num, blob.channels, blob.height, blob.width)
+def _blob_array(blob) -> np.ndarray:
+    """A blob's values (float or double, already counted by parse_caffemodel) as a float32 array of its shape."""
     values = blob.data if len(blob.data) else blob.double_data
-    data = np.asarray(values, dtype=np.float32)
-    if data.size != int(np.prod(shape)):
-        raise ConvertError(f"{where}: {data.size} values for shape {shape} (truncated or corrupt?)")
-    return data.reshape(shape)
+    return np.asarray(values, dtype=np.float32).reshape(blob_shape(blob)[0])
 
 
 def read_caffemodel(path: Path | str) -> Caffemodel:
-    """Size, sha256 and the (name, type, blobs) of every layer of a caffemodel, fork-made or BVLC."""
-    from caffe.proto import caffe_pb2
-    from google.protobuf.message import DecodeError
+    """Size, sha256 and the (name, type, tops, blobs) of every layer of a caffemodel, fork-made or BVLC."""
+    from caffe.proto import caffe_pb2  # caffe is heavy: only where a file is read
 
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ConvertError(f"{path}: cannot read ({e.strerror})") from None
-    size, sha256 = len(data), hashlib.sha256(data).hexdigest()
-    if data.startswith(b"version https://git-lfs"):
-        raise ConvertError(f"{path}: a Git LFS pointer ({size} bytes), not the weights: fetch the file "
-                           "itself (git lfs pull)")
-    if data.lstrip()[:1] == b"<":
-        raise ConvertError(f"{path}: an HTML/XML page, not a caffemodel (a failed download?)")
-    message = caffe_pb2.NetParameter()
-    try:
-        message.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError):
-        raise ConvertError(f"{path}: not a caffemodel (truncated or corrupt?)") from None
-    del data
+    message, weights = parse_caffemodel(path)
+    path = weights.path
+
     def blobs(lay) -> list[np.ndarray]:
-        return [_blob_array(b, f"{path}: layer {lay.name} blob {i}") for i, b in enumerate(lay.blobs)]
+        return [_blob_array(b) for b in lay.blobs]
 
     layers = [SourceLayer(lay.name, lay.type, blobs(lay), tuple(lay.top),
                           _fork_bn_mode(lay) if lay.type == "BN" else None) for lay in message.layer]
@@ -143,13 +122,12 @@ def read_caffemodel(path: Path | str) -> Caffemodel:
     for lay in message.layers:  # deprecated V1LayerParameter (enum types): VGG16's 2014 file
         type_name = v1_enum.Name(lay.type) if lay.type in v1_enum.values() else str(lay.type)
         layers.append(SourceLayer(lay.name, V1_TYPES.get(type_name, type_name), blobs(lay), tuple(lay.top)))
-    if not any(lay.blobs for lay in layers):
-        raise ConvertError(f"{path}: not a caffemodel (no layer with weights; truncated or corrupt?)")
     names = [lay.name for lay in layers]
     duplicates = sorted({n for n in names if names.count(n) > 1 and n})
     if duplicates:
-        raise ConvertError(f"{path}: layer names appear twice: {', '.join(duplicates)}")
-    return Caffemodel(path, size, sha256, identify(size, sha256), layers, legacy_v1=bool(len(message.layers)))
+        raise WeightsError(f"{path}: layer names appear twice: {', '.join(duplicates)}")
+    return Caffemodel(path, weights.size, weights.sha256, identify(weights.size, weights.sha256), layers,
+                      legacy_v1=bool(len(message.layers)))
 
 
 @functools.cache
@@ -239,7 +217,7 @@ def check_known(model: Caffemodel, kind: str, force: bool, arch: str | None = No
         hint = (f"; its size is that of {close[0].filename} but the sha256 differs (a corrupt download?)"
                 if close else "")
         if not force:
-            raise ConvertError(f"{model.path}: {model.identity()} is not one of the released files this tool "
+            raise WeightsError(f"{model.path}: {model.identity()} is not one of the released files this tool "
                                f"knows{hint}; check the download, or pass --force to use it anyway")
         notes.append(f"unknown file accepted with --force: {model.size:,} bytes, sha256 {model.sha256}{hint}")
         return notes
@@ -247,12 +225,9 @@ def check_known(model: Caffemodel, kind: str, force: bool, arch: str | None = No
         what = ("VGG16 ImageNet weights: they initialise an encoder for training (tools.train "
                 "--init-weights)" if known.kind == "vgg16" else
                 "a released SegNet model: convert it with tools.convert_weights")
-        raise ConvertError(f"{model.path}: this is {known.description}, {what}")
+        raise WeightsError(f"{model.path}: this is {known.description}, {what}")
     if arch is not None and known.arch is not None and known.arch != arch and not force:
-        raise ConvertError(f"{model.path}: this is {known.description}, made for --arch {known.arch}, "
+        raise WeightsError(f"{model.path}: this is {known.description}, made for --arch {known.arch}, "
                            f"not {arch} (--force to try anyway)")
     notes.append(f"identified: {known.description} ({known.filename}, sha256 verified)")
     return notes
-
-
-# --- the target net ---------------------------------------------------------------------------------

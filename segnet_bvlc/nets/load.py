@@ -6,29 +6,32 @@ and a corrupt file or a blob of another shape ends in a glog CHECK abort with a 
 toolkit that reads weights (segmentation, evaluation, BatchNorm statistics, the benchmark, resume) goes through
 `load_net` / `load_weights`, which parse the file with `caffe_pb2` first and refuse, with a one-line reason:
 
-- a file that is missing, empty, unreadable or not a NetParameter (truncated, corrupt, another format);
+- a file that is missing, empty, unreadable or not a NetParameter (truncated, corrupt, another format; the one
+  parser, segnet_bvlc.nets.weights_file);
 - a layer whose blobs differ in count or shape from the net's (another class count, another architecture);
 - a net with learnable layers that the file leaves without weights (the first few are named).
 
 Only then does Caffe copy the weights (`Net.copy_from`), which after these checks cannot abort. The one intended
-partial load, the VGG16 encoder initialisation, goes through `tools.init_weights`, which says what it filled.
+partial load, the VGG16 encoder initialisation, goes through `segnet_bvlc.training.init_weights`, which says what
+it filled. `load_net(..., sampling=True)` gives the Monte Carlo dropout net (Dropout layers sampling at every
+forward, layers.mc_dropout) from the same checks.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
+from segnet_bvlc.nets.weights_file import WeightsError, WeightsFile, read_weights, shape_text
 
-class WeightsError(ValueError):
-    """Weights that do not fit a net; the message names the file and the problem."""
+__all__ = ["WeightsError", "WeightsFile", "check_weights", "load_net", "load_net_param", "load_weights",
+           "net_from_param", "read_weights"]
 
 
 def net_from_param(net_param, phase=None, weights: "Path | str | WeightsFile | None" = None):
     """A caffe.Net from a NetParameter (or its text), through a temporary prototxt as Caffe needs; weights checked."""
-    import caffe
+    import caffe  # heavy: imported where a net is built
 
     text = net_param if isinstance(net_param, str) else str(net_param)
     fd, name = tempfile.mkstemp(suffix=".prototxt")
@@ -43,84 +46,44 @@ def net_from_param(net_param, phase=None, weights: "Path | str | WeightsFile | N
     return net
 
 
-def load_net(model: Path | str, weights: "Path | str | WeightsFile | None" = None, phase=None):
-    """caffe.Net of the prototxt `model` (checked to parse) with `weights` (checked to fit) copied in."""
-    import caffe
+def load_net(model: Path | str, weights: "Path | str | WeightsFile | None" = None, phase=None,
+             sampling: bool = False):
+    """caffe.Net of the prototxt `model` (checked to parse) with `weights` (checked to fit) copied in.
 
-    from segnet_bvlc.nets.load import load_net_param
+    sampling=True: the net's Dropout layers become layers.mc_dropout MCDropout layers (Monte Carlo dropout); a
+    net without Dropout layers is refused."""
+    import caffe  # heavy: imported where a net is built
 
     model = Path(model)
     if not model.is_file():
         raise WeightsError(f"{model}: model prototxt not found")
     net_param = load_net_param(model)
+    if sampling:
+        _check_dropout(model, net_param)
     known = set(caffe.layer_type_list())
     unknown = sorted({layer.type for layer in net_param.layer if layer.type not in known})
     if unknown:
         raise WeightsError(f"{model}: layer types unknown to this Caffe: {', '.join(unknown)}")
     if weights is not None and not isinstance(weights, WeightsFile):  # read before building a net that may be large
         weights = read_weights(weights)
+    if sampling:
+        from layers.mc_dropout import sampling_net_param  # imports caffe: only for a sampling net
+
+        return net_from_param(sampling_net_param(net_param), phase, weights)
     net = caffe.Net(str(model), caffe.TEST if phase is None else phase)
     if weights is not None:
         load_weights(net, weights)
     return net
 
 
-@dataclass
-class WeightsFile:
-    path: Path
-    shapes: dict[str, list[tuple[int, ...]]]  # layer name -> shape of each blob, in file order
-    legacy: dict[str, bool]                   # layer name -> blobs given as num/channels/height/width
+def _check_dropout(model: Path, net_param) -> None:
+    """WeightsError unless the net has layers to sample: Dropout, or MCDropout already."""
+    from layers.mc_dropout import dropout_layer_count  # imports caffe: only for a sampling net
 
-
-def _blob_shape(blob) -> tuple[tuple[int, ...], bool]:
-    if blob.HasField("shape"):
-        return tuple(int(d) for d in blob.shape.dim), False
-    return (blob.num, blob.channels, blob.height, blob.width), True
-
-
-def read_weights(path: Path | str) -> WeightsFile:
-    """Parse a caffemodel (BVLC or V1 layout) into its layers' blob shapes; WeightsError if it is not one."""
-    from caffe.proto import caffe_pb2
-    from google.protobuf.message import DecodeError
-
-    path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"{path}: weights file not found")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise WeightsError(f"{path}: cannot read the weights ({e.strerror})") from None
-    if not data:
-        raise WeightsError(f"{path}: the weights file is empty (0 bytes)")
-    message = caffe_pb2.NetParameter()
-    try:
-        message.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError):
-        raise WeightsError(f"{path}: not a caffemodel (truncated or corrupt: it does not parse as a "
-                           "Caffe NetParameter)") from None
-    del data
-    shapes: dict[str, list[tuple[int, ...]]] = {}
-    legacy: dict[str, bool] = {}
-    for layer in list(message.layer) + list(message.layers):
-        if not layer.blobs:
-            continue
-        blob_shapes = []
-        for i, blob in enumerate(layer.blobs):
-            shape, old = _blob_shape(blob)
-            count = 1
-            for d in shape:
-                count *= d
-            stored = len(blob.data) or len(blob.double_data)
-            if stored != count:
-                raise WeightsError(f"{path}: layer {layer.name} blob {i} holds {stored} values for shape "
-                                   f"{'x'.join(map(str, shape))} (truncated or corrupt)")
-            blob_shapes.append(shape)
-            legacy[layer.name] = old
-        shapes[layer.name] = blob_shapes
-    if not shapes:
-        raise WeightsError(f"{path}: not a caffemodel (no layer with weights: a prototxt, a solverstate, or "
-                           "truncated?)")
-    return WeightsFile(path, shapes, legacy)
+    if not dropout_layer_count(net_param) and not any(
+            layer.type == "Python" and layer.python_param.layer == "MCDropout" for layer in net_param.layer):
+        raise WeightsError(f"{model}: the net has no Dropout layer, so Monte Carlo samples would all be equal "
+                           "(--samples needs a model trained with dropout: --dropout)")
 
 
 def _fits(net_shape: tuple[int, ...], file_shape: tuple[int, ...], legacy: bool) -> bool:
@@ -128,10 +91,6 @@ def _fits(net_shape: tuple[int, ...], file_shape: tuple[int, ...], legacy: bool)
         return tuple(net_shape) == tuple(file_shape)
     # Caffe's legacy comparison: the net's shape, padded on the left with 1s to 4 axes.
     return len(net_shape) <= 4 and (1,) * (4 - len(net_shape)) + tuple(net_shape) == tuple(file_shape)
-
-
-def _fmt(shape) -> str:
-    return "x".join(map(str, shape))
 
 
 def check_weights(net, weights: WeightsFile | Path | str) -> None:
@@ -149,8 +108,8 @@ def check_weights(net, weights: WeightsFile | Path | str) -> None:
                                f"(another architecture or options?)")
         for i, (h, w) in enumerate(zip(have, want)):
             if not _fits(w, h, wf.legacy[name]):
-                raise WeightsError(f"{wf.path}: layer {name} blob {i} is {_fmt(h)}, the net expects {_fmt(w)} "
-                                   f"(another class count, width or architecture?)")
+                raise WeightsError(f"{wf.path}: layer {name} blob {i} is {shape_text(h)}, the net expects "
+                                   f"{shape_text(w)} (another class count, width or architecture?)")
     if missing:
         shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
         raise WeightsError(f"{wf.path}: no weights for {len(missing)} of the net's {len(net.params)} learnable "
@@ -166,12 +125,13 @@ def load_weights(net, weights: "Path | str | WeightsFile") -> None:
 
 
 def load_net_param(path: Path | str):
-    from caffe.proto import caffe_pb2
+    """The NetParameter of a prototxt; WeightsError (a ValueError) if it does not parse."""
+    from caffe.proto import caffe_pb2  # caffe is heavy: only where a prototxt is read
     from google.protobuf import text_format
 
     param = caffe_pb2.NetParameter()
     try:
         text_format.Merge(Path(path).read_text(), param)
     except (OSError, UnicodeDecodeError, text_format.ParseError) as e:
-        raise ValueError(f"{path}: not a readable Caffe prototxt ({e})") from None
+        raise WeightsError(f"{path}: not a readable Caffe prototxt ({e})") from None
     return param

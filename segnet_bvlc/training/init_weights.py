@@ -17,32 +17,30 @@ The file is the user's (the Model Zoo link is a gist to the VGG team's site); it
 against the known release and anything else needs `force`.
 
     python -m tools.init_weights --vgg VGG_ILSVRC_16_layers.caffemodel --arch segnet --out init.caffemodel
-writes a caffemodel of the ARCH deploy net's layers with VGG16 copied in (usable as `caffe train --weights`).
+writes a caffemodel of the ARCH deploy net's layers with VGG16 copied in (usable as `caffe train --weights`):
+`write_initialised`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from segnet_bvlc.core.errors import fail
 from segnet_bvlc.core.files import atomic_path
-from segnet_bvlc.nets.caffemodel import Caffemodel, ConvertError, check_known, read_caffemodel
+from segnet_bvlc.dataset.camvid import HEIGHT, NUM_CLASSES, WIDTH
+from segnet_bvlc.nets.caffemodel import Caffemodel, check_known, read_caffemodel
 from segnet_bvlc.nets.convert import build_deploy
 from segnet_bvlc.nets.load import net_from_param
+from segnet_bvlc.nets.weights_file import WeightsError
 
-TOOL = "init_weights"
 VGG16_CONVS = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
                "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3")
 VGG16_FC = {"fc6": (4096, 512, 7, 7), "fc7": (4096, 4096, 1, 1)}
 
 
-class InitWeightsError(ConvertError):
+class InitWeightsError(WeightsError):
     """The VGG16 file cannot be used; the message names the file and the reason."""
 
 
@@ -79,7 +77,7 @@ def init_from_vgg16(net, path: Path | str | Caffemodel, arch: str | None = None,
         model = path if isinstance(path, Caffemodel) else read_caffemodel(path)
         path = model.path
         notes = check_known(model, "vgg16", force)
-    except ConvertError as e:
+    except WeightsError as e:
         raise InitWeightsError(str(e)) from None
     report = InitReport(str(path), model.known is not None,
                         notes=[n for n in notes if n.startswith("unknown")])
@@ -134,33 +132,11 @@ def init_from_vgg16(net, path: Path | str | Caffemodel, arch: str | None = None,
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m tools.init_weights",
-        description="Copy VGG16 ImageNet weights into ARCH's encoder and write them as a caffemodel (for "
-                    "`caffe train --weights`); tools.train --init-weights does the same in-process.")
-    p.add_argument("--vgg", required=True, help="VGG_ILSVRC_16_layers.caffemodel (553,432,081 bytes)")
-    p.add_argument("--arch", required=True,
-                   help="architecture, e.g. segnet, fcn, deconvnet, deeplab-largefov")
-    p.add_argument("--out", required=True, help="output caffemodel")
-    p.add_argument("--classes", type=int, default=11)
-    p.add_argument("--height", type=int, default=360)
-    p.add_argument("--width", type=int, default=480)
-    p.add_argument("--force", action="store_true", help="accept a file that is not the known VGG16 release")
-    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    args = p.parse_args(argv)
-    try:
-        net = net_from_param(build_deploy(args.arch, args.classes, args.height, args.width))
-        report = init_from_vgg16(net, args.vgg, args.arch, args.force)
-        with atomic_path(args.out) as tmp:
-            net.save(str(tmp))
-    except ConvertError as e:
-        fail(TOOL, str(e))
-    print(f"{args.out}: {report}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def write_initialised(arch: str, vgg: Path | str, out: Path | str, classes: int = NUM_CLASSES, height: int = HEIGHT,
+                      width: int = WIDTH, force: bool = False) -> InitReport:
+    """Write `out`: the caffemodel of ARCH's deploy net at this size, with VGG16 copied into its encoder."""
+    net = net_from_param(build_deploy(arch, classes, height, width))
+    report = init_from_vgg16(net, vgg, arch, force)
+    with atomic_path(out) as tmp:
+        net.save(str(tmp))
+    return report

@@ -13,20 +13,23 @@ lazily, so building them costs almost nothing):
   dropout masks, max-pooling indices where no mask top is asked for;
 - the training and validation images the data layers keep in RAM (uint8).
 
-A validation runs with the solver released (tools.validation.Validator), so the peak is the larger of training and
+A validation runs with the solver released (segnet_bvlc.training.validation.Validator), so the peak is the larger of training and
 validation (its statistics pass net at the training batch, then its scoring net at batch 1), not their sum.
 The figures in the benchmark's memory report (tools.benchmark --memory) set the estimate beside measured peaks.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
+from segnet_bvlc.core.device import gpu_device
 from segnet_bvlc.core.log import logger
 
 FLOAT = 4
@@ -130,18 +133,18 @@ def reset_peak_rss() -> int:
 
 def estimate_run(cfg, train_prototxt: Path, deploy_prototxt: Path) -> dict:
     """Bytes a tools.train run with `cfg` will need at its peak. Validation runs with the solver released
-    (tools.validation.Validator): its statistics pass net (forward only, training batch) and then its scoring net
+    (segnet_bvlc.training.validation.Validator): its statistics pass net (forward only, training batch) and then its scoring net
     (batch 1), so the peak is the larger of training and validation, not their sum."""
-    import gc
-
+    # Imported here, not above: the benchmark's measuring process imports this module for the RSS readers
+    # before it loads Caffe (so its baseline leaves Caffe out), and these modules load Caffe.
     import caffe
 
     from segnet_bvlc.bn_stats import in_batch_mode
     from segnet_bvlc.nets.load import load_net_param, net_from_param
-    from segnet_bvlc.training.train import _set_data_param
+    from segnet_bvlc.training.nets import set_data_param
 
     train_param = load_net_param(train_prototxt)
-    _set_data_param(train_param, cache=False)  # the estimate counts the cache itself
+    set_data_param(train_param, cache=False)  # the estimate counts the cache itself
     net = net_from_param(train_param, caffe.TRAIN)
     train = net_bytes(net, train_param, training=True)
     del net
@@ -166,8 +169,6 @@ def estimate_run(cfg, train_prototxt: Path, deploy_prototxt: Path) -> dict:
 
 def available_bytes() -> tuple[int | None, str]:
     """(free memory, where): the GPU's free memory when training runs on a GPU, else the host's MemAvailable."""
-    from segnet_bvlc.core.device import gpu_device
-
     gpu = gpu_device()
     if gpu and shutil.which("nvidia-smi"):
         try:
@@ -186,14 +187,14 @@ def available_bytes() -> tuple[int | None, str]:
 
 
 def preflight(cfg) -> dict:
-    """Estimate the run's peak memory and refuse it (tools.train.RunError) when it exceeds what is free.
+    """Estimate the run's peak memory and refuse it (RunError) when it exceeds what is free.
 
     The message gives the figures and the options: a smaller --batch, or --iter-size to keep the effective batch
     with less memory (BatchNorm then normalises with the statistics of the smaller batch: a deviation from the
     paper's protocol)."""
-    import tempfile
-
-    from segnet_bvlc.training.train import RunError, write_nets
+    # Imported here for the reason estimate_run gives (they load Caffe through the generators).
+    from segnet_bvlc.training.config import RunError
+    from segnet_bvlc.training.nets import write_nets
 
     limit_env = os.environ.get("SEGNET_MEMORY_LIMIT_GB")  # pretend the machine has this much free (tests)
     with tempfile.TemporaryDirectory() as tmp:

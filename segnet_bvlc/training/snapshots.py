@@ -3,7 +3,7 @@
 tools.train snapshots every --snapshot-every iterations and at every validation. Caffe writes the caffemodel and
 the solverstate into snapshots/.writing/; `commit_snapshot` moves them into snapshots/ in an order that never
 leaves a solverstate without its weights and state beside it, and `check_snapshot` tells an intact snapshot of a
-net from a torn or foreign one (tools.train then falls back to the next older one).
+net from a torn or foreign one (the training then falls back to the next older one).
 """
 
 from __future__ import annotations
@@ -13,11 +13,17 @@ import os
 import shutil
 from pathlib import Path
 
+from caffe.proto import caffe_pb2
+from google.protobuf.message import DecodeError
+
+from segnet_bvlc.core.errors import SegnetError
 from segnet_bvlc.core.faults import fault_point
 from segnet_bvlc.core.files import atomic_path, write_text_atomic
+from segnet_bvlc.nets.load import check_weights
+from segnet_bvlc.nets.weights_file import WeightsError
 
 
-class SnapshotError(ValueError):
+class SnapshotError(SegnetError):
     """A snapshot that cannot be resumed from; the message says what is wrong with it."""
 
 
@@ -63,8 +69,6 @@ def relink_solverstate(src: Path, dst: Path, learned_net: str) -> None:
     Caffe serialises SolverState in field order, iter (1) then learned_net (2), then the history (3), which is as
     large as the weights: only the head is rewritten and the history is copied as bytes, so a snapshot costs no
     second in-memory copy of it. Any other layout is rewritten through caffe_pb2."""
-    from caffe.proto import caffe_pb2
-
     name = learned_net.encode()
     with open(src, "rb") as f:
         head = f.read(1 << 16)
@@ -107,11 +111,6 @@ def snapshot_candidates(run: Path) -> list[tuple[int, Path]]:
 
 def check_snapshot(path: Path, net) -> tuple[int, dict]:
     """(iteration, state) of an intact snapshot of `net`; SnapshotError saying what is wrong otherwise."""
-    from caffe.proto import caffe_pb2
-    from google.protobuf.message import DecodeError
-
-    from segnet_bvlc.nets.load import WeightsError, check_weights
-
     solver_state = caffe_pb2.SolverState()
     try:
         solver_state.ParseFromString(path.read_bytes())

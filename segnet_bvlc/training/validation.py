@@ -5,8 +5,12 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
+from segnet_bvlc import bn_stats
 from segnet_bvlc.core.faults import fault_point
 from segnet_bvlc.core.files import atomic_path
+from segnet_bvlc.evaluation import metrics
+from segnet_bvlc.lmdb_data.pairs import PairReader
+from segnet_bvlc.nets.load import load_net, load_net_param, net_from_param, read_weights
 
 
 class Validator:
@@ -16,7 +20,7 @@ class Validator:
     BVLC's moving averages (moving_average_fraction 0.999) are no substitute early in training: after a few
     hundred iterations they are close to a uniform average over every past iteration's weights.
 
-    Memory: a validation runs while the solver is released (tools.train snapshots, frees the solver, validates
+    Memory: a validation runs while the solver is released (the training snapshots, frees the solver, validates
     from the snapshot's weights, then restores the solver from the same snapshot, exactly as a resume does), so
     it adds nothing to the training's peak: the statistics pass net (forward only, at the training batch) and
     the scoring net (batch 1) are each smaller than the training net, and each is released before the next is
@@ -25,8 +29,6 @@ class Validator:
     """
 
     def __init__(self, deploy: Path, train_source: str, val_source: str, classes: int, batch: int):
-        from segnet_bvlc.lmdb_data.pairs import PairReader
-
         self.deploy, self.train_source, self.batch = deploy, train_source, batch
         self.reader = PairReader(val_source, cache=True)
         self.classes = classes
@@ -34,10 +36,6 @@ class Validator:
     def __call__(self, weights: Path, iteration: int, save_if_better=None) -> dict:
         """Metrics of `weights`; `save_if_better(metrics)` returns a path for the scored net (weights and their
         full-pass statistics), or None."""
-        from segnet_bvlc import bn_stats
-        from segnet_bvlc.evaluation import metrics
-        from segnet_bvlc.nets.load import load_net, load_net_param, net_from_param, read_weights
-
         weights = read_weights(weights)  # parsed once for both nets
         batches, _ = bn_stats.lmdb_batches(Path(self.train_source), self.batch)
         pass_net = net_from_param(bn_stats.in_batch_mode(load_net_param(self.deploy)), weights=weights)

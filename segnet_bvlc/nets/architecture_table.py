@@ -1,4 +1,4 @@
-"""python -m prototxt.table [--out prototxt/README_table.md]: the README's architecture table, measured.
+"""The architecture table (prototxt/README_table.md), measured on the generated nets.
 
 For every architecture (default options, CamVid 360x480, 11 classes; DeconvNet also with its original 4096-wide
 fc layers) it counts the parameters and saves the deploy net's freshly initialised caffemodel to a temporary
@@ -7,24 +7,24 @@ folder to measure its size on disk (float32 weights plus BatchNorm's statistics 
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
-from .options import Options
-from .output import ROOT, write_atomic
-from .params import count_params
-from .registry import ARCH_LIST, build_net
+from prototxt import Options, build_net, count_params
+from prototxt.registry import ARCH_LIST
+from segnet_bvlc.core.device import set_caffe_mode
+from segnet_bvlc.core.log import logger
+from segnet_bvlc.nets.load import net_from_param
+
+log = logger("architecture_table")
+OUT = Path("prototxt") / "README_table.md"
 
 
 def measure() -> list[dict]:
-    import caffe  # noqa: PLC0415
-
-    from segnet_bvlc.nets.load import net_from_param  # noqa: PLC0415
-
-    caffe.set_mode_cpu()
+    """One row per architecture (and DeconvNet at its original fc width): parameters, the paper's count, and the
+    deploy caffemodel's size on disk."""
+    set_caffe_mode()
     deconvnet = next(a for a in ARCH_LIST if a.name == "deconvnet")
     rows = [(a, Options(split="deploy"), a.paper_params) for a in ARCH_LIST]
     rows.append((deconvnet, Options(split="deploy", fc_dim=4096), 252e6))
@@ -39,11 +39,12 @@ def measure() -> list[dict]:
                             size_mb=model.stat().st_size / 1e6))
             del net
             os.unlink(model)
-            print(f"{out[-1]['arch']}: {out[-1]['params']:,} params, {out[-1]['size_mb']:.1f} MB", file=sys.stderr)
+            log.info(f"{out[-1]['arch']}: {out[-1]['params']:,} params, {out[-1]['size_mb']:.1f} MB")
     return out
 
 
 def markdown(rows: list[dict]) -> str:
+    """prototxt/README_table.md: the rows beside the paper's counts, and how they were measured."""
     lines = [
         "| Architecture (`ARCH`) | Parameters (ours) | Paper | Difference | Model size on disk (MB) |",
         "|---|---:|---:|---:|---:|",
@@ -54,7 +55,7 @@ def markdown(rows: list[dict]) -> str:
         lines.append(f"| {r['title']} (`{r['arch']}`) | {r['params']:,} | {paper} | {diff} | {r['size_mb']:.1f} |")
     lines += [
         "",
-        "Measured by `python -m prototxt.table` (default options: CamVid 360x480, 11 classes, BatchNorm on). "
+        "Measured by `python -m tools.architecture_table` (default options: CamVid 360x480, 11 classes, BatchNorm on). "
         "Parameters: convolution and deconvolution weights and biases plus the Scale layers' (BatchNorm's "
         "learnt scale and shift), not BatchNorm's statistics blobs (`prototxt.count_params`). Model size: "
         "the deploy net's caffemodel as Caffe saves it (float32, statistics blobs included). The paper's "
@@ -67,16 +68,3 @@ def markdown(rows: list[dict]) -> str:
         "8x8x64x64 deconvolutions alone are 1.049 M, which the paper's 1.625 M appears to round to 1.0 M.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m prototxt.table", description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=ROOT / "prototxt" / "README_table.md")
-    args = p.parse_args(argv)
-    write_atomic(args.out, markdown(measure()))
-    print(f"wrote {args.out}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
