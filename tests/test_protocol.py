@@ -16,10 +16,13 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from prototxt import ARCHS
-from prototxt.protocol import PRESETS, markdown
+from prototxt.protocol import ARCH_PROTOCOL, PRESETS, markdown
+from prototxt.registry import ARCH_LIST
 from segnet_bvlc.pipeline import pipeline_config
-from segnet_bvlc.training.train import build_parser, config_from_args, write_nets
+from segnet_bvlc.training.config import config_from_args
+from segnet_bvlc.training.nets import write_nets
 from tests.conftest import ROOT
+from tools.train import build_parser
 
 TABLE1 = {"segnet-basic", "segnet-basic-single-channel-decoder", "segnet-basic-encoder-addition",
           "bilinear-interpolation", "fcn-basic", "fcn-basic-no-addition", "fcn-basic-no-dim-reduction",
@@ -128,3 +131,13 @@ def test_readme_table_is_the_protocol_table():
                                         "(prototxt/protocol.py says why).")
     assert rows[3].startswith("| benchmark (5) | paper | 360×480 | SGD lr 0.001 fixed, momentum 0.9, wd 0.0005 | 5 | "
                               "140,000 | none |")
+
+
+def test_every_architecture_has_one_protocol_in_the_registry_order():
+    """The protocol table names each architecture once, in the registry's order, with the protocol the paper
+    trained it under: Table 1's for the SegNet-Basic family and the FCN-Basic variants, the benchmark's for the
+    deep nets (docs/paper.md §2)."""
+    assert list(ARCH_PROTOCOL) == [a.name for a in ARCH_LIST] == ARCHS
+    table1 = {a for a in ARCHS if a.startswith(("segnet-basic", "fcn-basic")) or a == "bilinear-interpolation"}
+    assert {a for a, p in ARCH_PROTOCOL.items() if p == "table1"} == table1
+    assert len(table1) == 8

@@ -27,6 +27,8 @@ import argparse
 import json
 from pathlib import Path
 
+from prototxt import ARCHS
+
 from segnet_bvlc.benchmark.child import child_main
 from segnet_bvlc.benchmark.errors import BenchmarkError
 from segnet_bvlc.benchmark.report import markdown
@@ -94,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
         forwarded = ["--layer", args.layer, "--repeat", str(max(args.repeats, 1))] + (["--json"] if args.json else [])
         return benchmark_layers.main(forwarded)
     if args.archs is None:
-        from prototxt import ARCHS  # not at the top: see segnet_bvlc.benchmark.timing's docstring
-
         args.archs = list(QUICK_ARCHS) if args.quick else list(ARCHS)
     try:
         result = benchmark(args)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import layers.camvid_data
+from prototxt import count_params
 
 from segnet_bvlc.benchmark.child import run_child
 from segnet_bvlc.benchmark.errors import BenchmarkError
@@ -86,8 +87,6 @@ def _python_layer_shares(row: dict, timing: dict) -> None:
 
 def measure(arch: str, cfg: argparse.Namespace, tmp: Path) -> dict:
     """Every figure of one architecture: one row of the benchmark's tables."""
-    from prototxt import count_params  # not at the top: see segnet_bvlc.benchmark.timing's docstring
-
     caffe = caffe_on(cfg.gpu)
     deploy = net_param(arch, "deploy", 1, cfg.height, cfg.width)
     train = net_param(arch, "train", 1, cfg.height, cfg.width)

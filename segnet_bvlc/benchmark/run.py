@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from prototxt import ARCHS
 from tqdm import tqdm
 
 from segnet_bvlc.benchmark.errors import BenchmarkError
@@ -29,8 +30,6 @@ log = logger("benchmark").info
 
 def check_inputs(cfg: argparse.Namespace) -> None:
     """Refuse what cannot be measured before measuring anything (a missing CamVid only skips the data layer)."""
-    from prototxt import ARCHS  # not at the top: see segnet_bvlc.benchmark.timing's docstring
-
     unknown = [a for a in cfg.archs if a not in ARCHS]
     if unknown:
         raise BenchmarkError(f"--arch: unknown architecture(s) {', '.join(unknown)} (known: {', '.join(ARCHS)})")

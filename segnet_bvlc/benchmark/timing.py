@@ -2,11 +2,6 @@
 
 tools.benchmark, tools.cpu_speed, tools.benchmark_data and tools.benchmark_layers all time these nets (built by
 prototxt.build_net), not hand-built copies of them.
-
-The generators (prototxt) are imported inside the functions that use them, here and in every module that
-`python -m tools.benchmark --child` loads (run, measure, the command): that child takes its memory baseline
-before it builds the net, and its figures (Table 6's memory columns, the committed results) have always counted
-the generators' import (about 15 MiB) in the net's memory.
 """
 
 from __future__ import annotations
@@ -17,6 +12,7 @@ from pathlib import Path
 
 import caffe
 import numpy as np
+from prototxt import Options, build_net
 
 from segnet_bvlc.core.device import set_caffe_mode
 from segnet_bvlc.dataset.camvid import NUM_CLASSES
@@ -33,8 +29,6 @@ def caffe_on(gpu: int | None = None):
 def net_param(arch: str, split: str, batch: int, height: int, width: int, classes: int = NUM_CLASSES):
     """Input-fed NetParameter; the train net has an unweighted SoftmaxWithLoss (class weights cost nothing to time
     and would need a weights file)."""
-    from prototxt import Options, build_net  # after the child's memory baseline: see the module docstring
-
     opts = Options(split=split, data="input", batch=batch, height=height, width=width, classes=classes)
     if split == "train":
         opts = opts.replace(class_weights="none")

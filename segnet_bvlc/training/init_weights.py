@@ -108,6 +108,15 @@ def init_from_vgg16(net, path: Path | str | Caffemodel, arch: str | None = None,
         # e.g. SegNet-Basic and its Table 1 variants: 7x7 convolutions trained from scratch (paper §3.2)
         raise InitWeightsError(f"{path}: the net{where} has none of VGG16's layers (conv1_1 .. conv5_3); "
                                "it trains from its fillers, without --init-weights")
+    _copy_fc(net, src, arch, report)
+    if "fc8" in src:
+        report.skipped.append("fc8: ImageNet's 1000-class classifier, not used")
+    return report
+
+
+def _copy_fc(net, src: dict, arch: str | None, report: InitReport) -> None:
+    """fc6/fc7 where the net has them in VGG16's own shape, as convolutions (FCN's surgery); noted otherwise."""
+    shape = lambda a: "x".join(map(str, a))  # noqa: E731
     for name, conv_shape in VGG16_FC.items():
         if name not in net.params:
             continue
@@ -127,9 +136,6 @@ def init_from_vgg16(net, path: Path | str | Caffemodel, arch: str | None = None,
                    "no surgery")
             report.skipped.append(f"{name}: net {shape(dst[0].data.shape)} vs VGG16 {shape(conv_shape)}: "
                                   f"{why}; left at its filler")
-    if "fc8" in src:
-        report.skipped.append("fc8: ImageNet's 1000-class classifier, not used")
-    return report
 
 
 def write_initialised(arch: str, vgg: Path | str, out: Path | str, classes: int = NUM_CLASSES, height: int = HEIGHT,
