@@ -125,6 +125,8 @@ COPY . .
 # cache. Bytecode compiled once. A few MB.
 RUN if [ "$CAFFE_BUILD" = cuda ]; then bash tools/install_caffe.sh --runtime-only --no-apt --cuda; \
     else bash tools/install_caffe.sh --runtime-only --no-apt; fi \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* \
  && .venv/bin/python -m compileall -q layers prototxt segnet_bvlc tools tests \
  && mkdir -p runs results \
  && find /segnet-bvlc -path /segnet-bvlc/.venv -prune -o -exec chmod a+rwX {} +

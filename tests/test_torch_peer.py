@@ -70,7 +70,9 @@ def test_peer_matches_caffe(arch, height, width, blob_tol, grad_tol):
     out = peer.forward(inputs)
     (loss,) = [layer.top[0] for layer in param.layer if layer.type == "SoftmaxWithLoss"]
     out[loss].backward()
-    assert float(out[loss].detach()) == pytest.approx(float(net.blobs[loss].data), rel=1e-5)
+    # The loss to 1e-5, but never tighter than a tenth of a percent of what the blobs it sums are held to: the deep
+    # nets' blobs agree to 1e-2 (float32 over 13 to 38 BatchNorms), and their losses then differ by ~3e-5.
+    assert float(out[loss].detach()) == pytest.approx(float(net.blobs[loss].data), rel=max(1e-5, blob_tol / 100))
     compared = 0
     for layer in param.layer:
         for top in layer.top:
