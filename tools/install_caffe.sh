@@ -424,13 +424,14 @@ echo "$PREFIX/python" | write_if_changed "$SITE/segnet_bvlc_caffe.pth"
 # layers), importable from any folder with nothing else of the repository on the path. Redone when
 # pyproject.toml changes (its package list is what the install maps). The Docker image's first layers hold only
 # the install step and layers/: there the project is installed by the same step once the whole tree is copied in.
-# The venv's own setuptools builds it when it has editable installs (>= 64), so no download is needed then.
+# The venv's own setuptools builds it when it has editable installs and its own bdist_wheel (>= 71), so no
+# download is needed then; an older one (a fresh venv's 65, without wheel) gets an isolated build through pip.
 WHOLE_TREE=0
 [ -f "$ROOT/segnet_bvlc/__init__.py" ] && WHOLE_TREE=1
 project_stamp="$VENV/.segnet-project-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
 if [ "$WHOLE_TREE" -eq 1 ] && [ ! -f "$project_stamp" ]; then
     isolation=""
-    "$PY" -c 'import setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 64)' 2>/dev/null \
+    "$PY" -c 'import setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 71)' 2>/dev/null \
         && isolation="--no-build-isolation"
     # shellcheck disable=SC2086
     "$PY" -m pip install -q --disable-pip-version-check --no-deps $isolation -e "$ROOT" > "$VENV/pip-project.log" 2>&1 \
